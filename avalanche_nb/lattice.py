@@ -1,0 +1,363 @@
+"""The event lattice: standardised MLP activations thresholded into spikes per (token, layer) site.
+
+Method (DESIGN.md §4):
+
+* calibration: ``mu[l, i]``, ``sigma[l, i]`` of the tapped tensor ``u`` per layer and neuron, at
+  g = 1 over the valid sites of a calibration slice; ``z = (u - mu) / (sigma + 1e-6)``;
+* spike definitions: ``pos`` is ``z > tau[l]``, ``abs`` is ``|z| > tau[l]``;
+* lattice ``A[n, t, l]`` = number of spiking neurons at site (n, t, l); occupancy ``X = A > 0``;
+* thresholds: ``rate_matched`` (per layer, to a target neuron firing rate) or ``fixed``.
+
+Thresholds are exact, not binned: one forward pass keeps every ``(site, z)`` with ``|z|`` above a
+per-run floor (a sparse set, a few values per site), from which any ``tau >= floor`` is counted
+exactly. If a threshold would fall below the floor the pass is redone with a lower floor, so the
+achieved rate differs from its target only through ties.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .hooks import forward_hidden, gain, mlp_tap
+
+SPIKE_DEFS = ("pos", "abs")
+TARGET_PROFILES = ("baseline_profile", "uniform")
+EPS = 1e-6
+SEED_D_FF = 18944  # the seed's Qwen2.5-7B MLP width; its rates are per neuron of that width
+
+
+class NonFiniteActivationError(FloatingPointError):
+    """The tapped tensor holds NaN or inf: the model or its weights are broken."""
+
+
+class FloorTooHighError(RuntimeError):
+    """A threshold falls below the sparse floor, so exact counting needs a lower floor."""
+
+
+def _check_finite(layer: int, u: torch.Tensor) -> None:
+    if not torch.isfinite(u).all():
+        raise NonFiniteActivationError(f"non-finite values (NaN/inf) in the MLP tap of layer {layer}")
+
+
+def valid_mask(n_sequences: int, window: int, exclude_first_token: bool = True) -> np.ndarray:
+    """bool [N, T]: sites that enter the lattice (the first token, the attention sink, is excluded)."""
+    valid = np.ones((n_sequences, window), dtype=bool)
+    if exclude_first_token:
+        valid[:, 0] = False
+    return valid
+
+
+def scale_seed_rates(rates: Sequence[float], d_ff: int, reference_d_ff: int | None = SEED_D_FF) -> list[float]:
+    """Scale per-neuron rates given for a ``reference_d_ff``-wide MLP so spikes per site match at ``d_ff``."""
+    factor = 1.0 if reference_d_ff is None else reference_d_ff / d_ff
+    scaled = [float(r) * factor for r in rates]
+    for r, s in zip(rates, scaled):
+        if not 0.0 < s < 1.0:
+            raise ValueError(f"target rate {r} (scaled to d_ff={d_ff}: {s:.3g}) must lie in (0, 1)")
+    return scaled
+
+
+def _batches(tokens: np.ndarray, valid: np.ndarray, batch_size: int, desc: str, progress: bool):
+    n = len(tokens)
+    starts = range(0, n, batch_size)
+    for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
+        stop = min(start + batch_size, n)
+        yield start, torch.from_numpy(tokens[start:stop]), torch.from_numpy(valid[start:stop])
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+@dataclass
+class Calibration:
+    """Per-(layer, neuron) mean and standard deviation of the tap at g = 1."""
+
+    mu: np.ndarray  # float64 [L, d_ff]
+    sigma: np.ndarray  # float64 [L, d_ff], population standard deviation
+    n_sites: int  # valid sites averaged over
+
+    @property
+    def n_layers(self) -> int:
+        return self.mu.shape[0]
+
+    @property
+    def d_ff(self) -> int:
+        return self.mu.shape[1]
+
+
+class _MomentReducer:
+    def __init__(self, n_layers: int, d_ff: int):
+        self.sum = torch.zeros(n_layers, d_ff, dtype=torch.float64)
+        self.sumsq = torch.zeros(n_layers, d_ff, dtype=torch.float64)
+        self.valid: torch.Tensor | None = None
+
+    def __call__(self, layer: int, u: torch.Tensor) -> None:
+        _check_finite(layer, u)
+        x = u[self.valid].to(torch.float64)  # [sites, d_ff]
+        self.sum[layer] += x.sum(0).cpu()
+        self.sumsq[layer] += (x * x).sum(0).cpu()
+
+
+@torch.no_grad()
+def calibrate(model: torch.nn.Module, tokens: np.ndarray, valid: np.ndarray, batch_size: int = 8,
+              progress: bool = True) -> Calibration:
+    """Mean and std of the MLP tap per (layer, neuron) over the valid sites of ``tokens`` [N, T], at g = 1."""
+    from .hooks import architecture
+
+    arch = architecture(model)
+    n_sites = int(valid.sum())
+    if n_sites == 0:
+        raise ValueError("calibration slice has no valid sites")
+    red = _MomentReducer(arch.n_layers, arch.d_ff)
+    device = next(model.parameters()).device
+    with mlp_tap(model, red):
+        for _, ids, ok in _batches(tokens, valid, batch_size, "calibrate", progress):
+            red.valid = ok.to(device)
+            forward_hidden(model, ids.to(device))
+    mu = red.sum / n_sites
+    var = (red.sumsq / n_sites - mu * mu).clamp_min(0.0)
+    return Calibration(mu.numpy(), var.sqrt().numpy(), n_sites)
+
+
+# --------------------------------------------------------------------------- sparse events
+
+
+@dataclass
+class EventSet:
+    """Every standardised value with ``|z| > floor`` at the valid sites of one forward pass.
+
+    ``site[l]`` holds flat site indices ``n * T + t`` (int64) and ``z[l]`` the values (float32) of layer
+    ``l``; ``ref_count_*`` count spikes at ``reference_tau`` per layer (for ``baseline_profile``).
+    """
+
+    shape: tuple[int, int, int]  # (N, T, L)
+    d_ff: int
+    valid: np.ndarray  # bool [N, T]
+    floor: float
+    site: list[np.ndarray]
+    z: list[np.ndarray]
+    reference_tau: float
+    ref_count_pos: np.ndarray  # int64 [L]
+    ref_count_abs: np.ndarray  # int64 [L]
+
+    @property
+    def n_valid_sites(self) -> int:
+        return int(self.valid.sum())
+
+    @property
+    def n_layers(self) -> int:
+        return self.shape[2]
+
+    def values(self, layer: int, spike_def: str) -> tuple[np.ndarray, np.ndarray]:
+        """(site, v) of layer ``layer`` with ``v = z`` (``pos``) or ``|z|`` (``abs``), all ``v > floor``."""
+        _check_spike_def(spike_def)
+        z, site = self.z[layer], self.site[layer]
+        if spike_def == "abs":
+            return site, np.abs(z)
+        keep = z > self.floor
+        return site[keep], z[keep]
+
+    def reference_rates(self, spike_def: str) -> np.ndarray:
+        """float [L]: neuron firing rate per layer at ``reference_tau``."""
+        count = self.ref_count_pos if spike_def == "pos" else self.ref_count_abs
+        return count / float(self.n_valid_sites * self.d_ff)
+
+
+def _check_spike_def(spike_def: str) -> None:
+    if spike_def not in SPIKE_DEFS:
+        raise ValueError(f"unknown spike definition {spike_def!r}; use one of {SPIKE_DEFS}")
+
+
+class _EventReducer:
+    def __init__(self, calib: Calibration, floor: float, reference_tau: float, window: int, device):
+        self.mu = torch.as_tensor(calib.mu, dtype=torch.float32, device=device)
+        self.scale = torch.as_tensor(calib.sigma, dtype=torch.float32, device=device) + EPS
+        self.floor, self.ref, self.window = floor, reference_tau, window
+        L = calib.n_layers
+        self.site: list[list[torch.Tensor]] = [[] for _ in range(L)]
+        self.z: list[list[torch.Tensor]] = [[] for _ in range(L)]
+        self.ref_pos = torch.zeros(L, dtype=torch.int64)
+        self.ref_abs = torch.zeros(L, dtype=torch.int64)
+        self.start = 0
+        self.valid: torch.Tensor | None = None
+
+    def __call__(self, layer: int, u: torch.Tensor) -> None:
+        _check_finite(layer, u)
+        z = (u.float() - self.mu[layer]) / self.scale[layer]  # [B, T, d_ff], float32 by definition
+        a = z.abs()
+        ok = self.valid[:, :, None]
+        self.ref_pos[layer] += ((z > self.ref) & ok).sum().cpu()
+        self.ref_abs[layer] += ((a > self.ref) & ok).sum().cpu()
+        keep = (a > self.floor) & ok
+        b, t, _ = keep.nonzero(as_tuple=True)
+        self.site[layer].append(((b + self.start) * self.window + t).cpu())
+        self.z[layer].append(z[keep].cpu())
+
+
+@torch.no_grad()
+def collect_events(model: torch.nn.Module, tokens: np.ndarray, valid: np.ndarray, calib: Calibration,
+                   floor: float = 3.0, reference_tau: float = 2.5, batch_size: int = 8, g: float = 1.0,
+                   gain_where: str = "mlp", gain_layers: Sequence[int] | None = None,
+                   progress: bool = True) -> EventSet:
+    """One forward pass over ``tokens`` [N, T] at gain ``g``, keeping every ``|z| > floor``."""
+    n, window = tokens.shape
+    if valid.shape != tokens.shape:
+        raise ValueError(f"valid {valid.shape} and tokens {tokens.shape} differ in shape")
+    device = next(model.parameters()).device
+    red = _EventReducer(calib, floor, reference_tau, window, device)
+    with gain(model, g, gain_where, gain_layers), mlp_tap(model, red) as arch:
+        if arch.d_ff != calib.d_ff or arch.n_layers != calib.n_layers:
+            raise ValueError("calibration was computed for a different model shape")
+        for start, ids, ok in _batches(tokens, valid, batch_size, f"events g={g:g}", progress):
+            red.start, red.valid = start, ok.to(device)
+            forward_hidden(model, ids.to(device))
+    cat = lambda parts, dt: torch.cat(parts).numpy().astype(dt) if parts else np.zeros(0, dt)
+    return EventSet(
+        shape=(n, window, calib.n_layers), d_ff=calib.d_ff, valid=valid.copy(), floor=float(floor),
+        site=[cat(p, np.int64) for p in red.site], z=[cat(p, np.float32) for p in red.z],
+        reference_tau=float(reference_tau), ref_count_pos=red.ref_pos.numpy(),
+        ref_count_abs=red.ref_abs.numpy())
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+@dataclass
+class Thresholds:
+    """Per-layer thresholds and what they achieve on one EventSet."""
+
+    spike_def: str
+    tau: np.ndarray  # float [L]
+    rate: np.ndarray  # float [L], achieved neuron firing rate
+    target: np.ndarray | None = None  # float [L] (rate-matched only)
+
+    @property
+    def rel_err(self) -> np.ndarray:
+        """(achieved - target) / target per layer; NaN for fixed thresholds."""
+        if self.target is None:
+            return np.full_like(self.rate, np.nan)
+        return (self.rate - self.target) / self.target
+
+
+def target_rates(events: EventSet, rate: float, profile: str = "baseline_profile") -> np.ndarray:
+    """float [L] per-layer targets with mean ``rate``.
+
+    ``uniform``: ``rate`` in every layer. ``baseline_profile`` (seed): proportional to each layer's
+    ``pos`` rate at ``reference_tau`` at g = 1, scaled so the mean is ``rate``. One profile serves
+    both spike definitions so their lattices are comparable.
+    """
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"target rate {rate} must lie in (0, 1)")
+    L = events.n_layers
+    if profile == "uniform":
+        return np.full(L, rate)
+    if profile != "baseline_profile":
+        raise ValueError(f"unknown target profile {profile!r}; use one of {TARGET_PROFILES}")
+    ref = events.reference_rates("pos")
+    if ref.sum() == 0:
+        raise ValueError(f"no spikes at reference_tau={events.reference_tau}: baseline_profile is undefined")
+    targets = rate * ref / ref.mean()
+    if targets.max() >= 1.0:
+        raise ValueError(f"baseline_profile gives a target >= 1 in layer {int(targets.argmax())}")
+    return targets
+
+
+def rate_matched_thresholds(events: EventSet, target: np.ndarray, spike_def: str) -> Thresholds:
+    """Per layer, the threshold whose spike count is ``round(target[l] * valid_sites * d_ff)``.
+
+    ``tau[l]`` is the (M+1)-th largest value, so ``count(v > tau) = M`` exactly unless values tie.
+    Raises FloorTooHighError if the sparse set holds fewer than M values.
+    """
+    _check_spike_def(spike_def)
+    target = np.asarray(target, dtype=float)
+    if target.shape != (events.n_layers,):
+        raise ValueError(f"target has shape {target.shape}, expected ({events.n_layers},)")
+    if not ((target > 0) & (target < 1)).all():
+        raise ValueError("every target rate must lie in (0, 1)")
+    denom = events.n_valid_sites * events.d_ff
+    tau = np.empty(events.n_layers)
+    count = np.empty(events.n_layers, dtype=np.int64)
+    for l in range(events.n_layers):
+        _, v = events.values(l, spike_def)
+        m = int(round(target[l] * denom))
+        if m > len(v):
+            raise FloorTooHighError(f"layer {l}: {m} spikes needed, only {len(v)} values above floor {events.floor}")
+        tau[l] = events.floor if m == len(v) else -np.partition(-v, m)[m]
+        count[l] = int((v > tau[l]).sum())
+    return Thresholds(spike_def, tau, count / denom, target.copy())
+
+
+def fixed_thresholds(events: EventSet, tau: np.ndarray, spike_def: str) -> Thresholds:
+    """The achieved rates of given thresholds ``tau`` [L] (e.g. the g = 1 rate-matched ones)."""
+    tau = np.asarray(tau, dtype=float)
+    if (tau < events.floor).any():
+        raise FloorTooHighError(f"a fixed threshold {tau.min():.3g} lies below the floor {events.floor}")
+    denom = events.n_valid_sites * events.d_ff
+    count = np.array([(events.values(l, spike_def)[1] > tau[l]).sum() for l in range(events.n_layers)])
+    return Thresholds(spike_def, tau.copy(), count / denom, None)
+
+
+def count_lattice(events: EventSet, tau: np.ndarray, spike_def: str) -> np.ndarray:
+    """int32 [N, T, L]: spiking neurons per site for thresholds ``tau`` [L]."""
+    n, window, L = events.shape
+    counts = np.zeros((n * window, L), dtype=np.int32)
+    for l in range(L):
+        site, v = events.values(l, spike_def)
+        counts[:, l] = np.bincount(site[v > tau[l]], minlength=n * window)
+    return counts.reshape(n, window, L)
+
+
+# --------------------------------------------------------------------------- one lattice end to end
+
+
+@dataclass
+class Lattice:
+    """Rate-matched lattices of one forward pass (both spike definitions)."""
+
+    tokens: np.ndarray  # int [N, T]
+    valid: np.ndarray  # bool [N, T]
+    target_rate: np.ndarray  # float [L]
+    counts: dict[str, np.ndarray] = field(default_factory=dict)  # spike_def -> int32 [N, T, L]
+    thresholds: dict[str, Thresholds] = field(default_factory=dict)
+    floor: float = 0.0
+    reference_rates: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def to_npz_dict(self) -> dict[str, np.ndarray]:
+        """The ``lattice.npz`` artifact contract."""
+        out = {"tokens": self.tokens.astype(np.int64), "valid": self.valid, "target_rate": self.target_rate}
+        for d in SPIKE_DEFS:
+            out[f"counts_{d}"] = self.counts[d]
+            out[f"tau_{d}"] = self.thresholds[d].tau
+            out[f"rate_{d}"] = self.thresholds[d].rate
+        return out
+
+
+def next_floor(floor: float) -> float:
+    """The floor to retry with when a threshold fell below ``floor``."""
+    return floor - 1.0 if floor > 0.5 else -np.inf
+
+
+def rate_matched_lattice(model: torch.nn.Module, tokens: np.ndarray, valid: np.ndarray, calib: Calibration,
+                         rate: float, profile: str = "baseline_profile", floor: float = 3.0,
+                         reference_tau: float = 2.5, batch_size: int = 8, g: float = 1.0,
+                         target: np.ndarray | None = None, progress: bool = True, **gain_kw) -> Lattice:
+    """Events at gain ``g``, rate-matched per layer (to ``target`` if given, else to ``rate``/``profile``).
+
+    Lowers the floor and redoes the pass until every threshold lies above it (exactness).
+    """
+    while True:
+        events = collect_events(model, tokens, valid, calib, floor, reference_tau, batch_size, g,
+                                progress=progress, **gain_kw)
+        tgt = target_rates(events, rate, profile) if target is None else np.asarray(target, float)
+        try:
+            ths = {d: rate_matched_thresholds(events, tgt, d) for d in SPIKE_DEFS}
+            break
+        except FloorTooHighError:
+            floor = next_floor(floor)
+    return Lattice(tokens, valid, tgt, {d: count_lattice(events, ths[d].tau, d) for d in SPIKE_DEFS}, ths,
+                   events.floor, {d: events.reference_rates(d) for d in SPIKE_DEFS})

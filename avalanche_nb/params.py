@@ -1,0 +1,153 @@
+"""The parameter schema: every params key, its default, type and meaning, in one place.
+
+``params/*.yaml`` files are flat mappings of these keys. Loading fails on an unknown (e.g. mistyped)
+key, naming it and the closest known key, and on a value of the wrong type or out of range, before
+any model is loaded. Notebooks declare the subset they use in their papermill ``parameters`` cell
+with the same defaults (a test checks that they agree); the README's table is generated from here.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .avalanches import ADJACENCIES
+from .data import SOURCES
+from .lattice import TARGET_PROFILES
+
+
+class ParamsError(ValueError):
+    """A params file or value is invalid."""
+
+
+@dataclass(frozen=True)
+class Param:
+    default: Any
+    kind: type | tuple  # python type(s) of the value; lists are checked element-wise via `item`
+    help: str
+    item: type | tuple | None = None  # element type of a list value
+    check: Callable[[Any], str | None] | None = None  # returns an error message or None
+    nullable: bool = False
+
+
+def _one_of(options):
+    return lambda v: None if v in options else f"must be one of {list(options)}"
+
+
+def _each_one_of(options):
+    return lambda v: next((f"{x!r} must be one of {list(options)}" for x in v if x not in options), None)
+
+
+def _positive(v):
+    return None if v > 0 else "must be > 0"
+
+
+def _rates(v):
+    if not v:
+        return "must list at least one rate"
+    return next((f"rate {r} must lie in (0, 1)" for r in v if not 0 < r < 1), None)
+
+
+NUM = (int, float)
+
+SCHEMA: dict[str, Param] = {
+    # model and compute
+    "model": Param("smollm2-135m-instruct", str, "registry name, local path (folder or .gguf) or HF id in the local cache"),
+    "dtype": Param("float32", str, "weights and compute dtype", check=_one_of(("float32", "bfloat16", "float16"))),
+    "device": Param("cpu", str, "torch device (cpu, cuda, cuda:1, ...)"),
+    "torch_threads": Param(2, int, "CPU threads for torch (fixed so numbers repeat); 0 keeps torch's default"),
+    "batch_size": Param(8, int, "sequences per forward pass", check=_positive),
+    "seed": Param(0, int, "seeds slice sampling and every random draw"),
+    "progress": Param(True, bool, "show progress bars"),
+    # data
+    "dataset_a": Param("boolq", str, "source of Dataset A (calibration, lattices, gain selection)", check=_one_of(SOURCES)),
+    "dataset_b": Param("sciq", str, "source of Dataset B (held-out transfer)", check=_one_of(SOURCES)),
+    "window": Param(128, int, "tokens per window, BOS included where the model expects one", check=lambda v: None if v >= 4 else "must be >= 4"),
+    "n_sequences": Param(16, int, "Dataset A windows in the lattice slice", check=_positive),
+    "n_calibration": Param(16, int, "Dataset A windows for mu/sigma, disjoint from the lattice slice", check=_positive),
+    "n_sequences_b": Param(16, int, "Dataset B windows", check=_positive),
+    "exclude_first_token": Param(True, bool, "leave the first token (BOS / attention sink) out of calibration and lattices"),
+    # lattice
+    "target_rates": Param([4e-5], list, "target neuron firing rates (per layer mean); the first defines lattice.npz. "
+                          "Given per neuron of a `rate_reference_d_ff`-wide MLP and scaled to the model's d_ff",
+                          item=NUM, check=_rates),
+    "rate_reference_d_ff": Param(18944, int, "MLP width the target rates refer to (the seed's Qwen2.5-7B); null: use them as given",
+                                 nullable=True, check=_positive),
+    "target_profile": Param("baseline_profile", str, "per-layer targets: baseline_profile (proportional to each layer's rate at "
+                            "reference_tau, g = 1) or uniform", check=_one_of(TARGET_PROFILES)),
+    "reference_tau": Param(2.5, NUM, "z threshold whose per-layer rates shape baseline_profile"),
+    "z_floor": Param(4.0, NUM, "keep |z| above this in the forward pass; lowered automatically when a threshold falls below it"),
+    # avalanches
+    "adjacencies": Param(list(ADJACENCIES), list, "site adjacencies for avalanches", item=str, check=_each_one_of(ADJACENCIES)),
+    "n_heatmaps": Param(3, int, "lattices drawn as heatmaps in 01_event_lattice", check=lambda v: None if v >= 0 else "must be >= 0"),
+}
+
+#: keys the runner injects into every notebook (not user params)
+RUNNER_KEYS = ("run_dir", "phase")
+
+
+def defaults() -> dict[str, Any]:
+    return {k: (list(p.default) if isinstance(p.default, list) else p.default) for k, p in SCHEMA.items()}
+
+
+def _check_value(key: str, value: Any) -> None:
+    p = SCHEMA[key]
+    if value is None:
+        if p.nullable:
+            return
+        raise ParamsError(f"params key {key!r} may not be null")
+    # bool is an int subclass: keep them apart
+    if isinstance(value, bool) != (p.kind is bool) or not isinstance(value, p.kind):
+        raise ParamsError(f"params key {key!r} must be {_kind_name(p.kind)}, got {value!r}")
+    if p.item is not None and any(isinstance(x, bool) or not isinstance(x, p.item) for x in value):
+        raise ParamsError(f"params key {key!r} must be a list of {_kind_name(p.item)}, got {value!r}")
+    msg = p.check(value) if p.check else None
+    if msg:
+        raise ParamsError(f"params key {key!r}={value!r}: {msg}")
+
+
+def _kind_name(kind) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(k.__name__ for k in kinds)
+
+
+def unknown_key_message(key: str, known) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown params key {key!r}{hint}"
+
+
+def validate(params: dict[str, Any]) -> dict[str, Any]:
+    """Defaults overlaid with ``params``; raises ParamsError naming the first bad key."""
+    if not isinstance(params, dict):
+        raise ParamsError(f"params must be a mapping of keys to values, got {type(params).__name__}")
+    for key in params:
+        if key not in SCHEMA:
+            raise ParamsError(unknown_key_message(key, SCHEMA))
+    merged = defaults() | params
+    for key, value in merged.items():
+        _check_value(key, value)
+    return merged
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read and validate a YAML params file (an empty file means all defaults)."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"params file {path} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        return validate(raw)
+    except ParamsError as err:
+        raise ParamsError(f"{path}: {err}") from None
+
+
+def markdown_table() -> str:
+    """The README's params table."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    rows += [f"| `{k}` | `{p.default}` | {p.help} |" for k, p in SCHEMA.items()]
+    return "\n".join(rows)
