@@ -11,81 +11,48 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-ADJACENCIES = ("von_neumann", "moore", "causal")
+ADJACENCIES: tuple[str, ...] = ("von_neumann", "moore", "causal")
 
 _PLANE = {
-    # 3x3 (token, layer) neighbourhoods; the centre is the site itself
+    # 3x3 (token, layer) neighbourhoods, rows = t-1, t, t+1 and columns = l-1, l, l+1
     "von_neumann": [[0, 1, 0], [1, 1, 1], [0, 1, 0]],
     "moore": [[1, 1, 1], [1, 1, 1], [1, 1, 1]],
     # von Neumann plus the (t+1, l+1) diagonal, which makes (t-1, l-1) a neighbour too (symmetry)
     "causal": [[1, 1, 0], [1, 1, 1], [0, 1, 1]],
 }
-TABLE_COLUMNS = ["seq", "size", "n_sites", "t_span", "l_span", "t0", "l0"]
+TABLE_COLUMNS: tuple[str, ...] = ("seq", "size", "n_sites", "t_span", "l_span", "t0", "l0")
 
 
 def _structure(adjacency: str) -> np.ndarray:
+    """bool [3, 3, 3] structuring element for ``ndimage.label``."""
     if adjacency not in _PLANE:
-        raise ValueError(f"unknown adjacency {adjacency!r}; use one of {ADJACENCIES}")
+        raise ValueError(f"unknown adjacency {adjacency!r}; valid names: {', '.join(ADJACENCIES)}")
     s = np.zeros((3, 3, 3), dtype=bool)
     s[1] = _PLANE[adjacency]  # no neighbours along the sequence axis: sequences never merge
     return s
 
 
-def _check_lattice(A: np.ndarray, valid: np.ndarray | None) -> None:
+def _as_lattice(A: np.ndarray, name: str = "lattice") -> np.ndarray:
+    A = np.asarray(A)
     if A.ndim != 3:
-        raise ValueError(f"lattice must be [N, T, L], got shape {A.shape}")
-    if valid is not None and valid.shape != A.shape[:2]:
+        raise ValueError(f"{name} must be 3-D [N, T, L], got shape {A.shape}")
+    return A
+
+
+def _as_counts(A: np.ndarray) -> np.ndarray:
+    A = _as_lattice(A)
+    if A.dtype.kind not in "biu":  # sizes are exact spike counts; a float lattice is a caller bug
+        raise ValueError(f"lattice must hold integer spike counts, got dtype {A.dtype}")
+    return A
+
+
+def _as_valid(valid: np.ndarray | None, A: np.ndarray) -> np.ndarray | None:
+    if valid is None:
+        return None
+    valid = np.asarray(valid, dtype=bool)
+    if valid.shape != A.shape[:2]:
         raise ValueError(f"valid has shape {valid.shape}, expected {A.shape[:2]} (the lattice's [N, T])")
-
-
-def occupancy(A: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """bool [N, T, L]: ``A > 0`` at valid sites."""
-    A = np.asarray(A)
-    _check_lattice(A, valid)
-    X = A > 0
-    return X & valid[:, :, None] if valid is not None else X
-
-
-def label_avalanches(X: np.ndarray, adjacency: str = "von_neumann") -> tuple[np.ndarray, int]:
-    """Component labels int32 [N, T, L] (0 = no event, 1..K unique across sequences) and K.
-
-    Labels are numbered in raster order of each component's first site (sequence, token, layer).
-    """
-    X = np.asarray(X, dtype=bool)
-    _check_lattice(X, None)
-    labels, k = ndimage.label(X, structure=_structure(adjacency))
-    return labels.astype(np.int32), int(k)
-
-
-def avalanche_table(A: np.ndarray, valid: np.ndarray | None = None, adjacency: str = "von_neumann") -> pd.DataFrame:
-    """One row per avalanche, ordered by label: ``seq, size, n_sites, t_span, l_span, t0, l0``.
-
-    ``size`` = spikes (sum of ``A`` over its sites), ``n_sites`` = occupied sites, ``t_span`` = token
-    span D (max t - min t + 1), ``l_span`` = layer span H, ``t0`` = first token, ``l0`` = lowest layer.
-    """
-    A = np.asarray(A)
-    labels, k = label_avalanches(occupancy(A, valid), adjacency)
-    if k == 0:
-        return pd.DataFrame({c: np.zeros(0, np.int64) for c in TABLE_COLUMNS})
-    flat = labels.ravel()
-    on = flat > 0
-    lab = flat[on] - 1
-    n, t, l = (ix.ravel()[on] for ix in np.indices(labels.shape, sparse=False))
-    size = np.bincount(lab, weights=A.ravel()[on], minlength=k)
-    n_sites = np.bincount(lab, minlength=k)
-
-    def extreme(values, fn, init):
-        out = np.full(k, init, dtype=np.int64)
-        fn.at(out, lab, values)
-        return out
-
-    big = np.iinfo(np.int64).max
-    t0, t1 = extreme(t, np.minimum, big), extreme(t, np.maximum, -1)
-    l0, l1 = extreme(l, np.minimum, big), extreme(l, np.maximum, -1)
-    return pd.DataFrame({
-        "seq": extreme(n, np.minimum, big), "size": np.rint(size).astype(np.int64), "n_sites": n_sites.astype(np.int64),
-        "t_span": t1 - t0 + 1, "l_span": l1 - l0 + 1, "t0": t0, "l0": l0,
-    })
+    return valid
 
 
 def _ratio(num: float, den: float) -> float:
@@ -94,26 +61,83 @@ def _ratio(num: float, den: float) -> float:
 
 def _ratios(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     out = np.full(num.shape, np.nan)
-    np.divide(num, den, out=out, where=den > 0)
+    np.divide(num, den, out=out, where=den > 0)  # `where` avoids the 0/0 warning
     return out
 
 
-def branching(X: np.ndarray) -> dict:
-    """Co-occupancy branching ratios of ``X`` bool [N, T, L], pooled over sequences.
+def occupancy(A: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Occupancy bool [N, T, L]: ``A > 0`` at valid token sites (``valid`` bool [N, T])."""
+    A = _as_counts(A)
+    valid = _as_valid(valid, A)
+    X = A > 0
+    return X & valid[:, :, None] if valid is not None else X
 
-    ``b_time = sum X[t,l] X[t+1,l] / sum_{t<T-1} X[t,l]``; ``b_depth`` likewise along layers,
-    ``b_diag`` along (t+1, l+1); ``b_tot = b_time + b_depth``. Per-layer versions are float [L]
-    (``b_depth_per_layer[-1]`` is NaN: there is no layer above). NaN where nothing is occupied.
+
+def label_avalanches(X: np.ndarray, adjacency: str = "von_neumann") -> tuple[np.ndarray, int]:
+    """Label the components of occupancy ``X`` bool [N, T, L] under ``adjacency``.
+
+    Returns labels int32 [N, T, L] (0 = no event, 1..K unique across the whole array, one component
+    never spanning two sequences) and K. Labels are numbered in raster order (sequence, token, layer)
+    of each component's first site.
     """
-    X = np.asarray(X, dtype=bool)
-    _check_lattice(X, None)
-    Xi = X.astype(np.int64)
-    time_num = (Xi[:, :-1, :] * Xi[:, 1:, :]).sum((0, 1))  # [L]
-    time_den = Xi[:, :-1, :].sum((0, 1))
-    depth_num = (Xi[:, :, :-1] * Xi[:, :, 1:]).sum((0, 1))  # [L-1]
-    depth_den = Xi[:, :, :-1].sum((0, 1))
-    diag_num = (Xi[:, :-1, :-1] * Xi[:, 1:, 1:]).sum()
-    diag_den = Xi[:, :-1, :-1].sum()
+    X = _as_lattice(X, "occupancy").astype(bool, copy=False)
+    labels, k = ndimage.label(X, structure=_structure(adjacency), output=np.int32)
+    return labels, int(k)
+
+
+def avalanche_table(A: np.ndarray, valid: np.ndarray | None = None, adjacency: str = "von_neumann") -> pd.DataFrame:
+    """One row per avalanche of the lattice ``A`` int [N, T, L] (``valid`` bool [N, T]).
+
+    Columns (all int64), ``TABLE_COLUMNS``:
+      ``seq``     sequence index n;
+      ``size``    spikes, the sum of ``A`` over the avalanche's sites;
+      ``n_sites`` occupied (token, layer) sites;
+      ``t_span``  token span D = max t - min t + 1;
+      ``l_span``  layer span H = max l - min l + 1;
+      ``t0``      first (minimum) token index;
+      ``l0``      minimum layer index over ALL its sites (not only those at ``t0``), so that
+                  (t0, l0) is the corner of its bounding box and need not be one of its sites.
+    Row i is label i + 1 of ``label_avalanches(occupancy(A, valid), adjacency)``.
+    """
+    A = _as_counts(A)
+    labels, k = label_avalanches(occupancy(A, valid), adjacency)
+    n, t, l = np.nonzero(labels)
+    lab = labels[n, t, l] - 1
+
+    def reduce(ufunc: np.ufunc, values: np.ndarray, init: int) -> np.ndarray:
+        out = np.full(k, init, dtype=np.int64)
+        ufunc.at(out, lab, values)  # per-component reduction without a Python loop
+        return out
+
+    t0, l0 = reduce(np.minimum, t, np.iinfo(np.int64).max), reduce(np.minimum, l, np.iinfo(np.int64).max)
+    return pd.DataFrame({
+        "seq": reduce(np.maximum, n, 0),  # every site of a component shares its sequence
+        "size": reduce(np.add, A[n, t, l].astype(np.int64), 0),
+        "n_sites": np.bincount(lab, minlength=k).astype(np.int64),
+        "t_span": reduce(np.maximum, t, -1) - t0 + 1,
+        "l_span": reduce(np.maximum, l, -1) - l0 + 1,
+        "t0": t0,
+        "l0": l0,
+    }, columns=list(TABLE_COLUMNS))
+
+
+def branching(X: np.ndarray) -> dict:
+    """Co-occupancy branching ratios of ``X`` bool [N, T, L], pooled over sequences (dimensionless).
+
+    ``b_time  = sum X[n,t,l] X[n,t+1,l]   / sum_{t<T-1} X[n,t,l]``,
+    ``b_depth = sum X[n,t,l] X[n,t,l+1]   / sum_{l<L-1} X[n,t,l]``,
+    ``b_diag  = sum X[n,t,l] X[n,t+1,l+1] / sum_{t<T-1, l<L-1} X[n,t,l]``, ``b_tot = b_time + b_depth``.
+    ``b_time_per_layer`` and ``b_depth_per_layer`` are float [L], the same ratios restricted to the
+    sites of layer l (``b_depth_per_layer[-1]`` is NaN: there is no layer above). A ratio is NaN
+    where its denominator is 0; no warning is raised.
+    """
+    X = _as_lattice(X, "occupancy").astype(bool, copy=False)
+    time_num = (X[:, :-1, :] & X[:, 1:, :]).sum((0, 1))  # [L]
+    time_den = X[:, :-1, :].sum((0, 1))
+    depth_num = (X[:, :, :-1] & X[:, :, 1:]).sum((0, 1))  # [L-1]
+    depth_den = X[:, :, :-1].sum((0, 1))
+    diag_num = (X[:, :-1, :-1] & X[:, 1:, 1:]).sum()
+    diag_den = X[:, :-1, :-1].sum()
     b_time, b_depth = _ratio(time_num.sum(), time_den.sum()), _ratio(depth_num.sum(), depth_den.sum())
     return {
         "b_time": b_time, "b_depth": b_depth, "b_diag": _ratio(diag_num, diag_den), "b_tot": b_time + b_depth,
@@ -123,12 +147,13 @@ def branching(X: np.ndarray) -> dict:
 
 
 def chi_fano(A: np.ndarray, valid: np.ndarray | None = None) -> float:
-    """Fano factor Var(Y) / Mean(Y) of the total spikes Y[n] of each sequence (sample variance, ddof=1).
+    """Fano factor Var(Y) / Mean(Y) (units: spikes) of Y[n], the total spikes of sequence n of
+    ``A`` int [N, T, L] over its valid sites (``valid`` bool [N, T]).
 
-    NaN with fewer than two sequences or no spikes.
+    Sample variance (ddof=1). NaN with fewer than two sequences or no spikes at all.
     """
-    A = np.asarray(A)
-    _check_lattice(A, valid)
+    A = _as_counts(A)
+    valid = _as_valid(valid, A)
     Y = (A * valid[:, :, None] if valid is not None else A).sum((1, 2)).astype(float)
     if len(Y) < 2 or Y.mean() == 0:
         return float("nan")
@@ -136,30 +161,36 @@ def chi_fano(A: np.ndarray, valid: np.ndarray | None = None) -> float:
 
 
 def chi_perc(table: pd.DataFrame) -> float:
-    """Percolation susceptibility: mean cluster size excluding each sequence's largest cluster.
+    """Percolation susceptibility (units: sites) from an ``avalanche_table`` (needs ``seq`` and ``n_sites``).
 
-    ``chi = sum' s^2 n_s / sum' s n_s`` with cluster size ``s`` = ``n_sites`` (sites, as in site
-    percolation), summed over every avalanche of ``table`` but the largest one of each sequence.
-    NaN when nothing is left after the exclusion.
+    ``chi = sum' s^2 n_s / sum' s n_s``, the mean size of the cluster a random occupied site belongs
+    to, with cluster size ``s`` = ``n_sites`` (site percolation) and the sum ``'`` over every avalanche
+    except the largest one of each sequence (one per sequence on ties), pooled over sequences.
+    NaN when nothing is left after the exclusion (e.g. at most one avalanche per sequence).
     """
-    if len(table) == 0:
-        return float("nan")
+    seq = table["seq"].to_numpy()
     s = table["n_sites"].to_numpy(dtype=float)
-    largest = table.groupby("seq")["n_sites"].idxmax().to_numpy()  # one per sequence, first on ties
-    keep = np.ones(len(s), dtype=bool)
-    keep[table.index.get_indexer(largest)] = False
-    return _ratio((s[keep] ** 2).sum(), s[keep].sum())
+    order = np.lexsort((-s, seq))  # by sequence, largest cluster first within each
+    largest = np.r_[True, seq[order][1:] != seq[order][:-1]] if len(s) else np.zeros(0, bool)
+    kept = s[order][~largest]
+    return _ratio((kept**2).sum(), kept.sum())
 
 
 def summarise(A: np.ndarray, valid: np.ndarray | None = None, adjacency: str = "von_neumann") -> dict:
-    """JSON-ready lattice statistics: occupancy per layer, branching, chi_fano, chi_perc, n_avalanches."""
-    A = np.asarray(A)
+    """JSON-ready statistics of the lattice ``A`` int [N, T, L] (``valid`` bool [N, T]).
+
+    Keys: ``occupancy_per_layer`` (list [L], fraction of valid token sites occupied in each layer;
+    NaN if no site is valid), the ``branching`` ratios (per-layer ones as lists), ``chi_fano``,
+    ``chi_perc`` and ``n_avalanches`` (int). Values are Python floats/ints/lists; NaN is allowed.
+    """
+    A = _as_counts(A)
+    valid = _as_valid(valid, A)
     X = occupancy(A, valid)
     table = avalanche_table(A, valid, adjacency)
     b = branching(X)
-    n_valid = valid.sum() if valid is not None else A.shape[0] * A.shape[1]
+    n_valid = valid.sum((0, 1)) if valid is not None else A.shape[0] * A.shape[1]
     return {
-        "occupancy_per_layer": (X.sum((0, 1)) / n_valid if n_valid else np.full(A.shape[2], np.nan)).tolist(),
+        "occupancy_per_layer": _ratios(X.sum((0, 1)), np.full(A.shape[2], n_valid)).tolist(),
         "b_time": b["b_time"], "b_depth": b["b_depth"], "b_diag": b["b_diag"], "b_tot": b["b_tot"],
         "b_time_per_layer": b["b_time_per_layer"].tolist(), "b_depth_per_layer": b["b_depth_per_layer"].tolist(),
         "chi_fano": chi_fano(A, valid), "chi_perc": chi_perc(table), "n_avalanches": int(len(table)),
