@@ -32,6 +32,8 @@ test: setup
 
 bench: setup
 	$(PY) bench/run.py
+	$(PY) bench/nulls_bench.py
+	$(PY) bench/tails_bench.py
 
 # keep every notebooks/*.ipynb paired with its reviewed .py source
 sync: setup

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ NOTEBOOKS = REPO / "notebooks"
 KERNEL = "avalanche-nb"
 
 #: phases in run order; each is notebooks/<phase>.py (the jupytext source, paired with .ipynb)
-PHASES = ("00_data_and_model", "01_event_lattice", "02_avalanches")
+PHASES = ("00_data_and_model", "01_event_lattice", "02_avalanches", "03_gain_sweep")
 
 
 class PhaseFailedError(RuntimeError):
@@ -89,9 +90,34 @@ def default_run_id(params: dict) -> str:
     return f"{stamp}-{provenance.params_sha256(params)[:8]}"
 
 
+def _resume_check(run_dir: Path, params: dict, chosen: list[str]) -> None:
+    """An existing run may take only phases it lacks, under exactly the params it was made with."""
+    import yaml
+
+    if not run_dir.is_dir():
+        raise provenance.RunExistsError(f"--resume: run {run_dir} does not exist")
+    recorded = yaml.safe_load((run_dir / "params.yaml").read_text())
+    changed = sorted(k for k in set(recorded) | set(params) if recorded.get(k) != params.get(k))
+    if changed:
+        raise P.ParamsError(f"--resume: params differ from run {run_dir.name}'s in {', '.join(changed)}; "
+                            "start a new run instead")
+    done = [ph for ph in chosen if (run_dir / ph).exists()]
+    if done:
+        raise provenance.RunExistsError(f"--resume: {run_dir.name} has finished {', '.join(done)} already "
+                                        "(finished phases are never overwritten); pick other --phases")
+    for ph in chosen:  # leftovers of an interrupted or failed attempt are not results: clear them
+        for stale in (provenance.staging_dir(run_dir, ph), run_dir / f"{ph}.failed"):
+            if stale.exists():
+                print(f"[avalanche-nb] removing {stale.name} from an earlier attempt", flush=True)
+                shutil.rmtree(stale)
+
+
 def run(params_file: str | Path, phases: str | None = None, out: str | Path = "outputs/runs",
-        run_id: str | None = None, notebooks: Path = NOTEBOOKS) -> Path:
-    """Execute phases into ``<out>/<run_id>/``; returns the run folder."""
+        run_id: str | None = None, notebooks: Path = NOTEBOOKS, resume: bool = False) -> Path:
+    """Execute phases into ``<out>/<run_id>/``; returns the run folder.
+
+    ``resume``: add phases to the existing run ``run_id`` (same params, phases it has not finished).
+    """
     import papermill as pm
     import yaml
 
@@ -99,16 +125,23 @@ def run(params_file: str | Path, phases: str | None = None, out: str | Path = "o
     chosen = select_phases(phases)
     sources = {ph: read_notebook(ph, notebooks) for ph in chosen}
     keys = {ph: check_notebook_parameters(nb, ph) for ph, nb in sources.items()}  # fail before any work
+    if resume and not run_id:
+        raise P.ParamsError("--resume needs --run-id (the run to add phases to)")
     run_id = run_id or default_run_id(params)
     if "/" in run_id or run_id.startswith("."):
         raise P.ParamsError(f"run id {run_id!r} may not contain '/' or start with '.'")
     run_dir = Path(out).resolve() / run_id
-    if run_dir.exists():
-        raise provenance.RunExistsError(f"run {run_dir} exists already; pick another --run-id (runs are never overwritten)")
+    if resume:
+        _resume_check(run_dir, params, chosen)
+    elif run_dir.exists():
+        raise provenance.RunExistsError(f"run {run_dir} exists already; pick another --run-id, or --resume to add "
+                                        "phases it lacks (runs are never overwritten)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ensure_kernel()
-    run_dir.mkdir(parents=True)
-    provenance._atomic_write(run_dir / "params.yaml", lambda p: p.write_text(yaml.safe_dump(params, sort_keys=True)))
+    if not resume:
+        run_dir.mkdir(parents=True)
+        provenance._atomic_write(run_dir / "params.yaml",
+                                 lambda p: p.write_text(yaml.safe_dump(params, sort_keys=True)))
     for phase in chosen:
         stage = provenance.staging_dir(run_dir, phase)
         stage.mkdir()
@@ -159,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--phases", help=f"comma-separated phase numbers or names (default all: {','.join(PHASES)})")
     r.add_argument("--out", default="outputs/runs", help="folder holding run folders (default outputs/runs)")
     r.add_argument("--run-id", help="name of the run folder (default: timestamp + params hash)")
+    r.add_argument("--resume", action="store_true",
+                   help="add phases to the existing run --run-id (same params; finished phases are refused)")
     v = sub.add_parser("verify", help="re-hash a run's artifacts against its manifests")
     v.add_argument("run_dir")
     ls = sub.add_parser("list", help="list runs and their finished phases")
@@ -167,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.cmd == "run":
-            run_dir = run(args.params, args.phases, args.out, args.run_id)
+            run_dir = run(args.params, args.phases, args.out, args.run_id, resume=args.resume)
             print(f"[avalanche-nb] run complete: {run_dir}")
         elif args.cmd == "verify":
             problems = verify(args.run_dir)

@@ -18,6 +18,7 @@ import yaml
 from .avalanches import ADJACENCIES
 from .data import SOURCES
 from .lattice import TARGET_PROFILES
+from .sweep import ABLATIONS, check_gains
 
 
 class ParamsError(ValueError):
@@ -44,6 +45,14 @@ def _each_one_of(options):
 
 def _positive(v):
     return None if v > 0 else "must be > 0"
+
+
+def _gain_grid(v):
+    try:
+        check_gains(v)
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 def _rates(v):
@@ -84,6 +93,18 @@ SCHEMA: dict[str, Param] = {
     # avalanches
     "adjacencies": Param(list(ADJACENCIES), list, "site adjacencies for avalanches", item=str, check=_each_one_of(ADJACENCIES)),
     "n_heatmaps": Param(3, int, "lattices drawn as heatmaps in 01_event_lattice", check=lambda v: None if v >= 0 else "must be >= 0"),
+    # gain sweep
+    "gains": Param([0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5], list,
+                   "gain grid of 03_gain_sweep; must include 1.0", item=NUM, check=_gain_grid),
+    "ablations": Param(list(ABLATIONS), list, "where the gain acts: all (every MLP), early/mid/late (one third of "
+                       "the layers), attn (attention outputs), shuffled (all MLPs, input tokens shuffled)",
+                       item=str, check=_each_one_of(ABLATIONS)),
+    "null_draws": Param(100, int, "draws per null model (N1, N2, N3) per sweep row", check=_positive),
+    "gof_draws": Param(100, int, "CSN bootstrap draws for the tail goodness-of-fit p-value (ablation 'all'; 0 = skip)",
+                       check=lambda v: None if v >= 0 else "must be >= 0"),
+    "bootstrap_draws": Param(200, int, "bootstrap draws for confidence intervals (crackling exponent)", check=_positive),
+    "alpha_range": Param([1.01, 6.0], list, "allowed power-law exponent range [min, max] for the tail fits",
+                         item=NUM, check=lambda v: None if len(v) == 2 and 1 < v[0] < v[1] else "must be [min, max] with 1 < min < max"),
 }
 
 #: keys the runner injects into every notebook (not user params)

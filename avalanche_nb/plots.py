@@ -49,16 +49,69 @@ def per_layer(values: dict[str, np.ndarray], title: str, yaxis: str, log: bool =
     return fig
 
 
-def ccdf(samples: dict[str, np.ndarray], title: str, xaxis: str) -> go.Figure:
-    """Empirical complementary CDFs P(X >= x) on log-log axes, one trace per key."""
+def ccdf(samples: dict[str, np.ndarray], title: str, xaxis: str,
+         fits: dict[str, tuple[float, float]] | None = None) -> go.Figure:
+    """Empirical complementary CDFs P(X >= x) on log-log axes, one trace per key.
+
+    ``fits``: per key a discrete power law ``(alpha, xmin)`` drawn (dotted, same colour) over
+    x >= xmin as ``P(X >= xmin) * zeta(alpha, x) / zeta(alpha, xmin)``.
+    """
+    from scipy.special import zeta
+
     fig = go.Figure()
-    for name, x in samples.items():
+    colours = plotly_colours()
+    for i, (name, x) in enumerate(samples.items()):
         x = np.sort(np.asarray(x))
         if len(x) == 0:
             continue
+        colour = colours[i % len(colours)]
         values, first = np.unique(x, return_index=True)
-        fig.add_trace(go.Scatter(x=values, y=1.0 - first / len(x), mode="lines", line_shape="hv", name=name))
+        fig.add_trace(go.Scatter(x=values, y=1.0 - first / len(x), mode="lines", line_shape="hv", name=name,
+                                 line_color=colour))
+        alpha, xmin = (fits or {}).get(name, (np.nan, np.nan))
+        if np.isfinite(alpha) and np.isfinite(xmin):
+            grid = np.unique(np.geomspace(xmin, values[-1], 60).round())
+            tail = np.mean(x >= xmin) * zeta(alpha, grid) / zeta(alpha, xmin)
+            fig.add_trace(go.Scatter(x=grid, y=tail, mode="lines", line=dict(color=colour, dash="dot"),
+                                     name=f"{name}: fit α={alpha:.2f}, xmin={xmin:g}"))
     fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title="P(X ≥ x)", height=400)
     fig.update_xaxes(type="log")
     fig.update_yaxes(type="log")
+    return fig
+
+
+def plotly_colours() -> list[str]:
+    import plotly.colors
+
+    return list(plotly.colors.qualitative.Plotly)
+
+
+NULL_NAMES = {"n1": "N1 token permutation", "n2": "N2 circular shift", "n3": "N3 curveball"}
+
+
+def null_bands(rows, direction: str, title: str) -> go.Figure:
+    """Observed ``b_<direction>`` vs g with each null's 95% band (rows of the sweep table, sorted by g)."""
+    fig = go.Figure()
+    g = rows["g"].to_numpy()
+    for null, name in NULL_NAMES.items():
+        lo, hi = rows[f"{null}_b_{direction}_lo"].to_numpy(), rows[f"{null}_b_{direction}_hi"].to_numpy()
+        fig.add_trace(go.Scatter(x=np.r_[g, g[::-1]], y=np.r_[hi, lo[::-1]], fill="toself", opacity=0.25,
+                                 line_width=0, name=f"{name} 95%"))
+        fig.add_trace(go.Scatter(x=g, y=rows[f"{null}_b_{direction}_mean"], mode="lines", line_dash="dot",
+                                 name=f"{name} mean"))
+    fig.add_trace(go.Scatter(x=g, y=rows[f"b_{direction}"], mode="lines+markers", name="observed",
+                             line=dict(color="black")))
+    fig.update_layout(title=title, xaxis_title="g", yaxis_title=f"b_{direction}", height=420)
+    return fig
+
+
+def delta_b(rows, title: str) -> go.Figure:
+    """delta-b (observed minus null mean) vs g for every direction and null."""
+    fig = go.Figure()
+    for direction in ("time", "depth", "diag", "tot"):
+        for null in NULL_NAMES:
+            fig.add_trace(go.Scatter(x=rows["g"], y=rows[f"delta_b_{direction}_{null}"], mode="lines+markers",
+                                     name=f"{direction} · {null}"))
+    fig.add_hline(y=0, line_color="gray")
+    fig.update_layout(title=title, xaxis_title="g", yaxis_title="delta-b", height=420)
     return fig

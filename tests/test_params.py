@@ -35,6 +35,13 @@ def test_mistyped_key_is_named_with_a_suggestion():
     ("adjacencies", ["hexagonal"], "must be one of"),
     ("dataset_a", "wikitext", "must be one of"),
     ("model", None, "may not be null"),
+    ("gains", [0.5, 0.9, 1.1], "must include 1.0"),
+    ("gains", [], "empty"),
+    ("gains", [-1.0, 1.0], ">= 0"),
+    ("ablations", ["middle"], "must be one of"),
+    ("null_draws", 0, "> 0"),
+    ("gof_draws", -1, ">= 0"),
+    ("alpha_range", [0.9, 3.0], "1 < min < max"),
 ])
 def test_bad_values_are_refused(key, value, msg):
     with pytest.raises(P.ParamsError, match=msg):

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from avalanche_nb import cli, provenance
+from avalanche_nb import params as P
 
 HEADER = """# %% tags=["parameters"]
 run_dir = ""  # run folder
@@ -30,7 +31,8 @@ BODIES = {
 def notebooks(tmp_path):
     d = tmp_path / "notebooks"
     d.mkdir()
-    for phase, body in BODIES.items():
+    for phase in cli.PHASES:  # later phases only mark themselves done
+        body = BODIES.get(phase, f'(out / "{phase}.txt").write_text("done")\n')
         (d / f"{phase}.py").write_text(HEADER.format(phase=phase) + body)
     return d
 
@@ -105,3 +107,20 @@ def test_phase_output_refuses_outside_the_runner(tmp_path, monkeypatch):
     monkeypatch.delenv(provenance.SCRATCH_ENV, raising=False)
     with pytest.raises(provenance.RunExistsError, match="avalanche-nb run"):
         provenance.phase_output(tmp_path, "00_data_and_model")
+
+
+def test_resume_adds_missing_phases_only_under_the_same_params(tmp_path, notebooks):
+    out = tmp_path / "runs"
+    run_dir = cli.run(params_file(tmp_path, 1), phases="00", out=out, run_id="r", notebooks=notebooks)
+    first = tree(run_dir / "00_data_and_model")
+    (run_dir / ".01_event_lattice.partial").mkdir()  # leftover of an interrupted attempt
+    with pytest.raises(P.ParamsError, match="params differ .* seed"):
+        cli.run(params_file(tmp_path, 2), phases="01", out=out, run_id="r", notebooks=notebooks, resume=True)
+    with pytest.raises(provenance.RunExistsError, match="has finished 00_data_and_model"):
+        cli.run(params_file(tmp_path, 1), phases="00,01", out=out, run_id="r", notebooks=notebooks, resume=True)
+    cli.run(params_file(tmp_path, 1), phases="01,02", out=out, run_id="r", notebooks=notebooks, resume=True)
+    assert sorted(p.name for p in run_dir.iterdir()) == [*cli.PHASES[:3], "params.yaml"]  # stale staging gone
+    assert tree(run_dir / "00_data_and_model") == first
+    assert cli.verify(run_dir) == []
+    with pytest.raises(provenance.RunExistsError, match="does not exist"):
+        cli.run(params_file(tmp_path, 1), phases="01", out=out, run_id="nope", notebooks=notebooks, resume=True)

@@ -120,3 +120,82 @@ def test_nbval_reproduces_the_checked_outputs(run_dir, tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and " failed" not in proc.stdout
+
+
+SWEEP_COLUMNS = ["ablation", "g", "target_rate", "spike_def", "threshold_mode", "rate_mean", "rate_max_rel_err",
+                 "b_time", "b_depth", "b_diag", "b_tot"] + [
+    f"{null}_b_{d}_{s}" for d in ("time", "depth", "diag", "tot") for null in ("n1", "n2", "n3") for s in ("mean", "lo", "hi")
+] + [f"{p}_{d}_{null}" for d in ("time", "depth", "diag", "tot") for null in ("n1", "n2", "n3") for p in ("delta_b", "z")] + [
+    "chi_fano", "chi_perc", "n_avalanches", "gamma", "gamma_lo", "gamma_hi", "gamma_pred", "alpha", "xmin", "ks",
+    "p_value", "lr_lognormal", "p_lognormal", "lr_exponential", "p_exponential", "mr_m"]
+
+
+def test_sweep_table_contract(run_dir):
+    sweep = pd.read_parquet(run_dir / "03_gain_sweep" / "sweep.parquet")
+    missing = [c for c in SWEEP_COLUMNS if c not in sweep.columns]
+    assert not missing, missing
+    assert set(sweep.ablation) == {"all", "late", "attn", "shuffled"}
+    assert len(sweep) == 4 * 3 * 1 * 2 * 2  # ablations x gains x targets x spike defs x modes
+    profile = pd.read_parquet(run_dir / "03_gain_sweep" / "layer_profile.parquet")
+    for c in ("ablation", "g", "target_rate", "spike_def", "threshold_mode", "layer", "rate", "tau", "b_time", "b_depth"):
+        assert c in profile.columns
+    z = np.load(run_dir / "03_gain_sweep" / "sweep_lattices.npz")
+    assert z["counts_pos"].shape == (3, 4, 48, 30) and z["g"].tolist() == [0.8, 1.0, 1.2]
+
+
+def test_rate_moves_under_fixed_and_is_pinned_under_rate_matching(run_dir):
+    sweep = pd.read_parquet(run_dir / "03_gain_sweep" / "sweep.parquet")
+    main = sweep[sweep.ablation == "all"]
+    for d in ("pos", "abs"):
+        fixed = main[(main.spike_def == d) & (main.threshold_mode == "fixed")].sort_values("g")
+        assert fixed.rate_mean.iloc[0] < fixed.rate_mean.iloc[1] < fixed.rate_mean.iloc[2]
+        rm = main[(main.spike_def == d) & (main.threshold_mode == "rate_matched")]
+        assert (rm.rate_max_rel_err < 0.01).all()  # per layer exactly: below, against layer_profile
+    profile = pd.read_parquet(run_dir / "03_gain_sweep" / "layer_profile.parquet")
+    lattice = np.load(run_dir / "01_event_lattice" / "lattice.npz")
+    for d in ("pos", "abs"):
+        rm = profile[(profile.ablation == "all") & (profile.spike_def == d) & (profile.threshold_mode == "rate_matched")]
+        for g, sel in rm.groupby("g"):
+            # on target up to rounding the spike count to an integer: half a spike in 188 sites x 1536 neurons
+            np.testing.assert_allclose(sel.sort_values("layer").rate, lattice["target_rate"],
+                                       rtol=0, atol=0.5 / (188 * 1536) + 1e-12)
+
+
+def _null_means(X, valid, null, k, rng):
+    """Independent per-row loop: N1 permutes, N2 rolls the valid positions of every (sequence, layer) row."""
+    N, T, L = X.shape
+    out = {"time": [], "depth": []}
+    pos = np.flatnonzero(valid[0])
+    for _ in range(k):
+        Y = np.zeros_like(X)
+        for n in range(N):
+            for l in range(L):
+                row = X[n, pos, l]
+                Y[n, pos, l] = rng.permutation(row) if null == "n1" else np.roll(row, rng.integers(1, len(pos)))
+        Yi = Y.astype(int)
+        out["time"].append((Yi[:, :-1] * Yi[:, 1:]).sum() / Yi[:, :-1].sum())
+        out["depth"].append((Yi[:, :, :-1] * Yi[:, :, 1:]).sum() / Yi[:, :, :-1].sum())
+    return {d: (np.mean(v), np.std(v, ddof=1)) for d, v in out.items()}
+
+
+def test_delta_b_is_reproduced_from_the_sweep_lattices(run_dir):
+    """delta-b under N1 and N2, recomputed from sweep_lattices.npz, agrees within the nulls' sampling error."""
+    sweep = pd.read_parquet(run_dir / "03_gain_sweep" / "sweep.parquet")
+    params = provenance.read_manifest(run_dir / "03_gain_sweep")["params"]
+    z = np.load(run_dir / "03_gain_sweep" / "sweep_lattices.npz")
+    rng = np.random.default_rng(123)
+    for gi, g in enumerate(z["g"]):
+        X = (z["counts_pos"][gi] > 0) & z["valid"][:, :, None]
+        Xi = X.astype(int)
+        observed = {"time": (Xi[:, :-1] * Xi[:, 1:]).sum() / Xi[:, :-1].sum(),
+                    "depth": (Xi[:, :, :-1] * Xi[:, :, 1:]).sum() / Xi[:, :, :-1].sum()}
+        row = sweep[(sweep.ablation == "all") & np.isclose(sweep.g, g) & (sweep.spike_def == "pos")
+                    & (sweep.threshold_mode == "rate_matched")].iloc[0]
+        for null in ("n1", "n2"):
+            means = _null_means(X, z["valid"], null, 200, rng)
+            for d in ("time", "depth"):
+                mean, sd = means[d]
+                assert row[f"b_{d}"] == pytest.approx(observed[d])
+                # both null means are Monte Carlo estimates: 200 and null_draws draws
+                se = sd * np.sqrt(1 / 200 + 1 / params["null_draws"])
+                assert abs(row[f"delta_b_{d}_{null}"] - (observed[d] - mean)) <= 4 * se + 1e-9, (g, null, d)

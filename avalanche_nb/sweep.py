@@ -1,0 +1,162 @@
+"""The gain sweep: lattices at every gain under fixed and rate-matched thresholds, and their rows.
+
+For each gain ``g`` one forward pass (MLP outputs × g, standardised with the g = 1 calibration)
+gives the sparse events; from them, per target rate and spike definition, two lattices:
+
+* ``fixed``: the g = 1 rate-matched thresholds held constant, so the rate moves with g;
+* ``rate_matched``: thresholds re-matched per layer to the g = 1 targets, so only structure moves.
+
+Ablations (the seed's): the gain on all MLPs (``all``), on one layer band (``early`` / ``mid`` /
+``late`` thirds), on attention outputs instead (``attn``), and the input control ``shuffled``
+(all MLPs, the same sequences with their valid tokens permuted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from . import lattice as lat
+
+ABLATIONS = ("all", "early", "mid", "late", "attn", "shuffled")
+THRESHOLD_MODES = ("fixed", "rate_matched")
+
+
+def check_gains(gains: Sequence[float]) -> np.ndarray:
+    """Sorted float [G] gain grid; it must be non-empty, non-negative and contain 1.0 (the calibration)."""
+    g = np.asarray(sorted(float(x) for x in gains))
+    if g.size == 0:
+        raise ValueError("the gain grid is empty")
+    if (g < 0).any():
+        raise ValueError(f"gains must be >= 0, got {g[g < 0].tolist()}")
+    if not np.isclose(g, 1.0, rtol=0, atol=1e-12).any():
+        raise ValueError(f"the gain grid {g.tolist()} must include 1.0 (thresholds and calibration are set there)")
+    if len(np.unique(g)) != len(g):
+        raise ValueError(f"the gain grid {g.tolist()} repeats a value")
+    return g
+
+
+def ablation_target(name: str, n_layers: int) -> tuple[str, list[int] | None]:
+    """(where, layers) of the gain hook for an ablation; layers None means every layer."""
+    if name not in ABLATIONS:
+        raise ValueError(f"unknown ablation {name!r}; use one of {ABLATIONS}")
+    if name in ("all", "shuffled"):
+        return "mlp", None
+    if name == "attn":
+        return "attn", None
+    bands = np.array_split(np.arange(n_layers), 3)
+    return "mlp", bands[("early", "mid", "late").index(name)].tolist()
+
+
+def shuffle_tokens(tokens: np.ndarray, valid: np.ndarray, seed: int) -> np.ndarray:
+    """Input control: each sequence's valid-position tokens permuted (masked positions stay put)."""
+    rng = np.random.default_rng(seed)
+    out = tokens.copy()
+    for n in range(len(tokens)):
+        pos = np.flatnonzero(valid[n])
+        out[n, pos] = tokens[n, rng.permutation(pos)]
+    return out
+
+
+@dataclass
+class GainLattice:
+    """The lattices of one gain: keyed by (target index, spike_def, threshold mode)."""
+
+    g: float
+    floor: float
+    thresholds: dict[tuple[int, str, str], lat.Thresholds]
+    counts: dict[tuple[int, str, str], np.ndarray]  # int32 [N, T, L]
+
+
+def _all_thresholds(events: lat.EventSet, targets: list[np.ndarray], fixed: dict[tuple[int, str], np.ndarray]):
+    out = {}
+    for r, target in enumerate(targets):
+        for d in lat.SPIKE_DEFS:
+            out[(r, d, "rate_matched")] = lat.rate_matched_thresholds(events, target, d)
+            out[(r, d, "fixed")] = lat.fixed_thresholds(events, fixed[(r, d)], d)
+    return out
+
+
+def gain_lattices(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calibration, gains: Sequence[float],
+                  targets: list[np.ndarray], fixed: dict[tuple[int, str], np.ndarray], where: str = "mlp",
+                  layers: Sequence[int] | None = None, floor: float = 4.0, batch_size: int = 8,
+                  progress: bool = True) -> Iterator[GainLattice]:
+    """For each gain: one forward pass, then both threshold modes for every target and spike definition.
+
+    ``targets``: per-layer target rates (float [L] each), set at g = 1. ``fixed``: thresholds [L] per
+    (target index, spike_def), normally the g = 1 rate-matched ones. The floor drops (and the pass is
+    redone) whenever a threshold would fall below it, so every count is exact.
+    """
+    for g in gains:
+        f = floor
+        while True:
+            events = lat.collect_events(model, tokens, valid, calib, f, None, batch_size, float(g), where, layers,
+                                        progress=progress)
+            try:
+                ths = _all_thresholds(events, targets, fixed)
+                break
+            except lat.FloorTooHighError:
+                f = lat.next_floor(f)
+        counts = {k: lat.count_lattice(events, th.tau, k[1]) for k, th in ths.items()}
+        yield GainLattice(float(g), events.floor, ths, counts)
+
+
+# --------------------------------------------------------------------------- rows of the sweep table
+
+
+def token_series(counts: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Spike counts per token [N, T'] summed over layers, over the token positions valid in every sequence."""
+    return counts.sum(2)[:, valid.all(0)]
+
+
+def lattice_row(counts: np.ndarray, valid: np.ndarray, adjacency: str = "von_neumann", null_draws: int = 100,
+                gof_draws: int = 100, boot: int = 200, alpha_range: Sequence[float] = (1.01, 6.0),
+                seed: int = 0) -> tuple[dict, "pd.DataFrame"]:
+    """Every statistic of one lattice ``counts`` int [N, T, L]: branching, nulls, susceptibility, tails.
+
+    Returns (row, avalanche table). A lattice with no events gives a defined row: NaN where a ratio
+    is undefined and ``n_avalanches = 0``.
+    """
+    from . import avalanches as av
+    from . import nulls, tails
+
+    X = av.occupancy(counts, valid)
+    b = av.branching(X)
+    table = av.avalanche_table(counts, valid, adjacency)
+    row = {f"b_{k}": b[f"b_{k}"] for k in ("time", "depth", "diag", "tot")}
+    row |= nulls.flat_rows(nulls.null_branching(X, valid, k=null_draws, seed=seed))
+    row |= {"chi_fano": av.chi_fano(counts, valid), "chi_perc": av.chi_perc(table), "n_avalanches": len(table)}
+    sizes, durations = table["size"].to_numpy(), table["t_span"].to_numpy()
+    fit = tails.fit_power_law(sizes, alpha_range=tuple(alpha_range))
+    fit_d = tails.fit_power_law(durations, alpha_range=tuple(alpha_range))
+    crack = tails.crackling(sizes, durations, n_boot=boot, seed=seed)
+    row |= {k: crack[k] for k in ("gamma", "gamma_lo", "gamma_hi")}
+    row["gamma_pred"] = tails.predicted_gamma(fit["alpha"], fit_d["alpha"])
+    row |= {k: fit[k] for k in ("alpha", "xmin", "ks", "n_tail", "lr_lognormal", "p_lognormal", "lr_exponential",
+                                "p_exponential")}
+    row["alpha_duration"] = fit_d["alpha"]
+    row["p_value"] = tails.gof_pvalue(sizes, n_boot=gof_draws, seed=seed, alpha_range=tuple(alpha_range)) \
+        if gof_draws > 0 and np.isfinite(fit["alpha"]) else float("nan")
+    row["alpha_c80"] = tails.continuous_fit_p80(sizes)["alpha_c"]
+    row["mr_m"] = tails.mr_branching(token_series(counts, valid))["mr_m"]
+    return row, table
+
+
+def layer_rows(counts: np.ndarray, valid: np.ndarray, th: lat.Thresholds, per_layer_mr: bool = False) -> "pd.DataFrame":
+    """Per-layer profile of one lattice: rate, tau, b_time, b_depth (and the MR estimate per layer)."""
+    import pandas as pd
+
+    from . import avalanches as av
+    from . import tails
+
+    b = av.branching(av.occupancy(counts, valid))
+    df = pd.DataFrame({"layer": np.arange(counts.shape[2]), "rate": th.rate, "tau": th.tau,
+                       "b_time": b["b_time_per_layer"], "b_depth": b["b_depth_per_layer"]})
+    if per_layer_mr:
+        cols = valid.all(0)
+        df["mr_m"] = [tails.mr_branching(counts[:, cols, l])["mr_m"] for l in range(counts.shape[2])]
+    else:
+        df["mr_m"] = np.nan
+    return df

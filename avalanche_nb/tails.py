@@ -1,0 +1,821 @@
+"""Tail diagnostics of avalanche sizes and durations (DESIGN.md §4). Descriptive fits only.
+
+* :func:`fit_power_law` -- discrete power law (Clauset, Shalizi & Newman 2009) through the
+  ``powerlaw`` package: xmin by KS, MLE alpha, likelihood ratios vs lognormal and exponential.
+* :func:`gof_pvalue` -- the CSN semi-parametric bootstrap goodness-of-fit p-value, which
+  ``powerlaw`` lacks. It refits every synthetic data set with a vectorised replica of
+  ``powerlaw.Fit(discrete=True)`` (:func:`fast_discrete_fit`) and gives the same p-value as the
+  slow loop over ``powerlaw.Fit`` (:func:`naive_gof_pvalue`) for the same seed.
+* :func:`continuous_fit_p80` -- the seed paper's continuous fit with xmin at the 80th percentile.
+* :func:`crackling` / :func:`predicted_gamma` -- ``E[size | D] ~ D^gamma`` and the exponent
+  relation ``(alpha_D - 1) / (alpha_S - 1)``.
+* :func:`mr_branching` -- multistep-regression branching estimate (``mrestimator``, Wilting &
+  Priesemann 2018) along tokens.
+
+Degenerate input (empty, too few points, all values equal, constant series) gives NaNs and a
+``reason`` string, never an exception or a warning. Every result dict carries ``reason``
+(``None`` when the numbers are usable).
+
+What ``powerlaw`` 2.0.0 does for ``Fit(data, discrete=True)`` (read from its source; the replica
+below follows it step by step):
+
+* xmin candidates are the distinct data values in ``[min, max)`` with the largest of them dropped
+  as well, i.e. every distinct value except the two largest (fewer than 2 candidates: NaN fit).
+* For each candidate a ``Power_Law`` is fitted on ``x >= xmin``. Its start value is the
+  continuous MLE ``1 + n / sum(log(x / xmin))``, or for ``xmin >= 10`` the CSN approximation
+  ``1 + n / sum(log(x / (xmin - 1/2)))`` (eq. 3.7), raised to 1 if below 1. When ``xmin >= 10``
+  and that approximation lies in (1.5, 3] it *is* the answer (no numerical fit; the hard-coded 3
+  ignores ``parameter_ranges``). Otherwise alpha is the exact discrete MLE found by
+  ``scipy.optimize.minimize(method="Nelder-Mead", bounds=[alpha_range], tol=1e-4)`` on
+  ``-sum(log(x^-alpha / zeta(alpha, xmin)))`` (normaliser computed as ``1 - (1 - zeta)``). A fit
+  is invalid when alpha is not strictly inside the range, within 0.01 of a bound, or when
+  Nelder-Mead did not converge.
+* KS distance: max |model CDF - empirical CDF| over the distinct data values ``>= xmin``, with
+  both CDFs strict (``P(X < x)``; the empirical one renormalised to the tail).
+* The chosen xmin minimises KS over the valid candidates (the first one on ties); with no valid
+  candidate ``powerlaw`` warns and takes the smallest KS over all of them.
+* Default ``parameter_ranges`` for the power law is ``alpha in [0, 3]`` (``Power_Law.
+  DEFAULT_PARAMETER_RANGES``): tails steeper than 3 hit the bound and are flagged invalid, which
+  pushes xmin to where the tail looks shallower. We always pass an explicit range.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import logging
+import sys
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+from scipy.special import zeta
+
+FIT_KEYS: tuple[str, ...] = (
+    "alpha", "xmin", "ks", "n_tail",
+    "lr_lognormal", "p_lognormal", "lr_exponential", "p_exponential",
+)
+DEFAULT_ALPHA_RANGE: tuple[float, float] = (1.01, 6.0)
+MIN_POINTS = 10  # fewer sizes (or tail points) than this: NaN with a reason
+KMAX_SAMPLE = 1e12  # cutoff of the discrete power-law sampler (values are capped here)
+
+# Constants of the replica (scipy Nelder-Mead defaults in 1-D as called by powerlaw)
+_TINY = 10.0 ** sys.float_info.min_10_exp  # powerlaw's floor for likelihoods / out-of-range CDFs
+_NM_TOL = 1e-4  # powerlaw passes tol=1e-4 -> xatol = fatol = 1e-4
+_NM_MAXFUN = 200  # N * 200 with N = 1 parameter (also maxiter)
+_EDGE_EPS = 1e-2  # powerlaw flags a fit within this distance of a range bound
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------
+
+
+def _nan_result(keys: Iterable[str], reason: str) -> dict:
+    out: dict = {k: float("nan") for k in keys}
+    out["reason"] = reason
+    return out
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence warnings, floating-point warnings and prints (powerlaw / mrestimator chatter)."""
+    sink_out, sink_err = io.StringIO(), io.StringIO()
+    with warnings.catch_warnings(), np.errstate(all="ignore"), contextlib.redirect_stdout(
+        sink_out
+    ), contextlib.redirect_stderr(sink_err):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _clean_sizes(sizes: Sequence[float] | np.ndarray) -> tuple[np.ndarray, str | None]:
+    """Finite positive sizes as float64 (sorted); a reason string when they cannot be fitted."""
+    x = np.asarray(sizes, dtype=float).ravel()
+    x = np.sort(x[np.isfinite(x) & (x > 0)])
+    if x.size < MIN_POINTS:
+        return x, f"fewer than {MIN_POINTS} positive sizes ({x.size})"
+    if np.any(x != np.round(x)):
+        raise ValueError("sizes must be integers (spike counts) for a discrete fit")
+    if np.unique(x).size < 4:
+        return x, "fewer than 4 distinct sizes: no xmin candidates (powerlaw needs 2)"
+    return x, None
+
+
+def _check_range(alpha_range: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = (float(v) for v in alpha_range)
+    if not (1.0 < lo < hi < np.inf):
+        raise ValueError(f"alpha_range must satisfy 1 < lo < hi < inf, got {alpha_range}")
+    return lo, hi
+
+
+def _xmin_arg(x: np.ndarray, xmin_max: float | None) -> tuple[float, float] | None:
+    """``xmin`` argument for ``powerlaw.Fit`` that restricts candidates to ``<= xmin_max``.
+
+    ``powerlaw`` takes the distinct values in ``[lo, hi)`` and drops the largest, so ``hi`` is
+    the second distinct value above the last wanted candidate. ``None`` means no restriction.
+    """
+    if xmin_max is None:
+        return None
+    u = np.unique(x)
+    m = int(np.searchsorted(u[:-2], xmin_max, side="right"))
+    if m >= u.size - 2:
+        return None
+    return float(u[0]), float(u[m + 1])
+
+
+def _candidate_count(u: np.ndarray, xmin_max: float | None) -> int:
+    """Number of xmin candidates (the smallest distinct values); 0 when powerlaw fits nothing."""
+    m = max(u.size - 2, 0)
+    if xmin_max is not None:
+        m = min(m, int(np.searchsorted(u, xmin_max, side="right")))
+    return m if m >= 2 else 0
+
+
+# ------------------------------------------------------------------------------------------
+# powerlaw wrappers
+# ------------------------------------------------------------------------------------------
+
+
+def _powerlaw_fit(x: np.ndarray, alpha_range: tuple[float, float], xmin_max: float | None):
+    """``powerlaw.Fit`` with explicit parameter ranges, silenced (call inside :func:`_quiet`)."""
+    import powerlaw
+
+    return powerlaw.Fit(
+        x, discrete=True, xmin=_xmin_arg(x, xmin_max),
+        parameter_ranges={"alpha": tuple(alpha_range)}, verbose=0,
+    )
+
+
+def fit_power_law(
+    sizes: Sequence[float] | np.ndarray,
+    alpha_range: tuple[float, float] = DEFAULT_ALPHA_RANGE,
+    xmin_max: float | None = None,
+) -> dict:
+    """Discrete power-law fit of avalanche sizes with ``powerlaw`` (CSN 2009).
+
+    Parameters
+    ----------
+    sizes : array_like of int
+        Avalanche sizes (>= 1); non-finite and non-positive values are dropped.
+    alpha_range : (float, float)
+        Open interval for alpha passed as ``parameter_ranges`` (powerlaw's default ``[0, 3]``
+        biases steep tails).
+    xmin_max : float, optional
+        Largest xmin candidate (default: every distinct value but the two largest).
+
+    Returns
+    -------
+    dict
+        ``alpha``, ``xmin``, ``ks`` (KS distance at xmin), ``n_tail``, ``lr_lognormal``,
+        ``p_lognormal``, ``lr_exponential``, ``p_exponential`` (normalised log-likelihood
+        ratios; positive favours the power law) and ``reason`` (``None`` when fine).
+    """
+    lo_hi = _check_range(alpha_range)
+    x, reason = _clean_sizes(sizes)
+    if reason:
+        return _nan_result(FIT_KEYS, reason)
+    with _quiet():
+        fit = _powerlaw_fit(x, lo_hi, xmin_max)
+        out = {"alpha": float(fit.alpha), "xmin": float(fit.xmin), "ks": float(fit.D),
+               "n_tail": float(np.sum(x >= fit.xmin)) if np.isfinite(fit.xmin) else np.nan}
+        if not np.isfinite(out["alpha"]):
+            return _nan_result(FIT_KEYS, "powerlaw returned no fit")
+        if out["n_tail"] < MIN_POINTS:
+            return _nan_result(FIT_KEYS, f"tail above xmin has {int(out['n_tail'])} < {MIN_POINTS} points")
+        for name in ("lognormal", "exponential"):
+            lr, p = fit.distribution_compare("power_law", name, normalized_ratio=True)
+            out[f"lr_{name}"], out[f"p_{name}"] = float(lr), float(p)
+    out["reason"] = ("no xmin candidate gave a valid fit (alpha at the range edge); powerlaw "
+                     "fell back to the smallest KS") if fit.noise_flag else None
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# vectorised replica of powerlaw.Fit(discrete=True)
+# ------------------------------------------------------------------------------------------
+
+
+class _Batch:
+    """Several data sets and their xmin candidates ("lanes"), flattened for vector work.
+
+    Lane arrays: ``set_id``, ``g0`` (global index of the lane's xmin among the concatenated
+    distinct values ``u``), ``g1`` (end of its data set's values), ``n_t`` (tail size),
+    ``alpha0`` (powerlaw's start value) and ``sum_log`` (sum of log x over the tail).
+    """
+
+    def __init__(self, datasets: Sequence[np.ndarray], xmin_max: float | None):
+        self.n_sets = len(datasets)
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in
+                                              ("u", "f", "set_id", "g0", "g1", "n_t", "a0", "s")}
+        self.lane_start = np.zeros(self.n_sets + 1, dtype=np.int64)
+        offset = 0
+        for d, data in enumerate(datasets):
+            x = np.sort(np.asarray(data, dtype=float))
+            u, start = np.unique(x, return_index=True)
+            m = _candidate_count(u, xmin_max)
+            a0, s = _start_values(x, u[:m], start[:m])
+            for key, val in (("u", u), ("f", start / x.size), ("set_id", np.full(m, d)),
+                             ("g0", offset + np.arange(m)), ("g1", np.full(m, offset + u.size)),
+                             ("n_t", x.size - start[:m]), ("a0", a0), ("s", s)):
+                parts[key].append(val)
+            offset += u.size
+            self.lane_start[d + 1] = self.lane_start[d] + m
+        cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
+        self.u, self.f = cat["u"], cat["f"]  # f: strict empirical CDF P(X < u), as powerlaw.cdf
+        self.set_id, self.g0, self.g1, self.n_t = (cat[k].astype(np.int64)
+                                                   for k in ("set_id", "g0", "g1", "n_t"))
+        self.alpha0, self.sum_log = cat["a0"], cat["s"]
+        self.xmin = self.u[self.g0]
+
+    def lanes(self, d: int) -> np.ndarray:
+        """Lane indices of data set ``d`` (contiguous)."""
+        return np.arange(self.lane_start[d], self.lane_start[d + 1])
+
+
+def _start_values(x: np.ndarray, xmins: np.ndarray, start: np.ndarray):
+    """powerlaw's start alpha and the tail's sum(log x) for every candidate xmin.
+
+    Start value as ``Power_Law.generate_initial_parameters`` with the same numpy calls (so the
+    same bits): CSN eq. 3.7 ``1 + n / sum(log(x / (xmin - 1/2)))`` for ``xmin >= 10``, the
+    continuous MLE otherwise, 1 if below 1.
+    """
+    a0 = np.empty(xmins.size)
+    for j, (c, i) in enumerate(zip(xmins, start)):
+        tail = x[i:]
+        a0[j] = 1 + tail.size / np.sum(np.log(tail / (c - 0.5 if c >= 10 else c)))
+    suffix = np.cumsum(np.log(x)[::-1])[::-1]
+    return np.where(a0 < 1, 1.0, a0), suffix[start]
+
+
+def _neg_loglik(a: np.ndarray, s: np.ndarray, n_t: np.ndarray, c: np.ndarray,
+                lo: float, hi: float) -> np.ndarray:
+    """Nelder-Mead cost of powerlaw's discrete fit, ``-sum log(x^-a / zeta(a, xmin))``.
+
+    Same formula (normaliser ``1 / (1 - (1 - zeta))``, floor ``_TINY`` outside the range),
+    evaluated through the sufficient statistic ``s = sum(log x)``.
+    """
+    inside = (a > lo) & (a < hi)
+    cdf_xmin = 1.0 - zeta(a, c)
+    norm = 1.0 / (1.0 - cdf_xmin)
+    return np.where(inside, a * s - n_t * np.log(norm), -n_t * np.log(_TINY))
+
+
+def _sort_pair(s0, s1, f0, f1, idx):
+    """scipy's ``argsort(fsim)`` on two vertices (stable; NaN last)."""
+    swap = (f1[idx] < f0[idx]) | (np.isnan(f0[idx]) & ~np.isnan(f1[idx]))
+    k = idx[swap]
+    s0[k], s1[k] = s1[k], s0[k].copy()
+    f0[k], f1[k] = f1[k], f0[k].copy()
+
+
+def _nelder_mead(cost, x0: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Lock-step replica of ``scipy.optimize.minimize(method='Nelder-Mead')`` in 1-D.
+
+    ``cost(idx, x)`` evaluates the lanes ``idx`` at points ``x``. Bounds clip every vertex,
+    ``xatol = fatol = 1e-4``, ``maxiter = maxfev = 200``; the arithmetic of every vertex is the
+    same as scipy's, so each lane follows scipy's path. Returns ``(x, success)``.
+    """
+    x0 = np.clip(x0, lo, hi)
+    s0 = x0.copy()
+    s1 = np.where(x0 != 0, (1 + 0.05) * x0, 0.00025)
+    s1 = np.clip(np.where(s1 > hi, 2 * hi - s1, s1), lo, hi)
+    every = np.arange(x0.size)
+    f0, f1 = cost(every, s0), cost(every, s1)
+    calls = np.full(x0.size, 2)
+    iters = np.ones(x0.size, dtype=np.int64)
+    _sort_pair(s0, s1, f0, f1, every)
+    while True:
+        run = (calls < _NM_MAXFUN) & (iters < _NM_MAXFUN)
+        run &= ~((np.abs(s1 - s0) <= _NM_TOL) & (np.abs(f0 - f1) <= _NM_TOL))
+        idx = np.flatnonzero(run)
+        if idx.size == 0:
+            break
+        _nm_iteration(cost, idx, s0, s1, f0, f1, calls, iters, lo, hi)
+        _sort_pair(s0, s1, f0, f1, idx)
+    return s0, (calls < _NM_MAXFUN) & (iters < _NM_MAXFUN)
+
+
+def _nm_iteration(cost, idx, s0, s1, f0, f1, calls, iters, lo, hi) -> None:
+    """One Nelder-Mead iteration on lanes ``idx`` (reflect, then expand / contract / shrink)."""
+    xbar, last = s0[idx], s1[idx]
+    xr = np.clip((1 + 1) * xbar - 1 * last, lo, hi)
+    fxr = cost(idx, xr)
+    calls[idx] += 1
+    expand = fxr < f0[idx]
+    outside = ~expand & (fxr < f1[idx])
+    x2 = np.where(expand, 3 * xbar - 2 * last,
+                  np.where(outside, 1.5 * xbar - 0.5 * last, 0.5 * xbar + 0.5 * last))
+    x2 = np.clip(x2, lo, hi)
+    ok = calls[idx] < _NM_MAXFUN  # scipy raises before a call over budget: lane stops as is
+    f2 = np.full(idx.size, np.nan)
+    f2[ok] = cost(idx[ok], x2[ok])
+    calls[idx[ok]] += 1
+    take_e = ok & expand & (f2 < fxr)
+    take_r = ok & expand & ~(f2 < fxr)
+    take_c = ok & ~expand & np.where(outside, f2 <= fxr, f2 < f1[idx])
+    shrink = ok & ~expand & ~take_c
+    s1[idx[take_e]], f1[idx[take_e]] = x2[take_e], f2[take_e]
+    s1[idx[take_r]], f1[idx[take_r]] = xr[take_r], fxr[take_r]
+    s1[idx[take_c]], f1[idx[take_c]] = x2[take_c], f2[take_c]
+    done = ok & ~shrink
+    k = idx[shrink]
+    s1[k] = np.clip(s0[k] + 0.5 * (s1[k] - s0[k]), lo, hi)
+    ok3 = calls[k] < _NM_MAXFUN
+    f1[k[ok3]] = cost(k[ok3], s1[k[ok3]])
+    calls[k[ok3]] += 1
+    iters[idx[done]] += 1
+    iters[k[ok3]] += 1
+
+
+def _fit_alphas(b: _Batch, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """alpha and validity of every lane, as powerlaw's per-candidate ``Power_Law`` fit."""
+    alpha = b.alpha0.copy()
+    direct = (b.xmin >= 10) & (b.alpha0 > 1.5) & (b.alpha0 <= 3)
+    valid = direct & (alpha > lo) & (alpha < hi)
+    nm = np.flatnonzero(~direct)
+    if nm.size:
+        s, n_t, c = b.sum_log[nm], b.n_t[nm], b.xmin[nm]
+
+        def cost(i: np.ndarray, a: np.ndarray) -> np.ndarray:
+            return _neg_loglik(a, s[i], n_t[i], c[i], lo, hi)
+
+        a_nm, success = _nelder_mead(cost, b.alpha0[nm], lo, hi)
+        alpha[nm] = a_nm
+        inside = (a_nm > lo) & (a_nm < hi)
+        near_edge = (a_nm - _EDGE_EPS < lo) | (a_nm + _EDGE_EPS > hi)
+        valid[nm] = inside & success & ~near_edge
+    return alpha, valid
+
+
+def _ks(b: _Batch, lanes: np.ndarray, alpha: np.ndarray, valid_range: np.ndarray,
+        offsets: np.ndarray | None = None) -> np.ndarray:
+    """KS distance of ``lanes`` (all tail bins, or only bins at ``offsets`` from xmin).
+
+    Same arithmetic as ``Distribution.compute_distance_metrics``, so a lower bound computed on
+    a subset of bins never exceeds the full distance.
+    """
+    g0, g1 = b.g0[lanes], b.g1[lanes]
+    if offsets is None:
+        lengths = g1 - g0
+        pos = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    else:
+        keep = offsets[None, :] < (g1 - g0)[:, None]
+        lengths = keep.sum(axis=1)
+        pos = np.broadcast_to(offsets, keep.shape)[keep]
+    rep = np.repeat(np.arange(lanes.size), lengths)
+    g = np.repeat(g0, lengths) + pos
+    f_start = b.f[g0][rep]
+    empirical = (b.f[g] - f_start) / (1 - f_start)
+    a = alpha[lanes]
+    cdf_xmin = 1 - zeta(a, b.u[g0])
+    model = ((1 - zeta(a[rep], b.u[g])) - cdf_xmin[rep]) / (1 - cdf_xmin[rep])
+    model = np.where((cdf_xmin == 1)[rep], 1.0, model)
+    model = np.where(valid_range[lanes][rep], model, _TINY)
+    diff = model - empirical
+    seg = np.cumsum(lengths) - lengths
+    d_plus, d_minus = np.maximum.reduceat(diff, seg), -np.minimum.reduceat(diff, seg)
+    return np.where(d_minus > d_plus, d_minus, d_plus)
+
+
+_LB_OFFSETS = np.unique(np.r_[np.arange(8), np.geomspace(8, 1e9, 60).astype(np.int64)])
+
+
+def _select_xmin(b: _Batch, alpha: np.ndarray, valid: np.ndarray,
+                 in_range: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """KS of the candidates that can win, and the winning lane per data set (powerlaw's rule).
+
+    Lower bounds from a few bins rank the candidates; exact KS is computed for the two best
+    valid ones, then for every candidate whose bound does not exceed the best exact KS. The
+    argmin over valid candidates (first index on ties) is therefore unchanged.
+    """
+    lower = _ks(b, np.arange(alpha.size), alpha, in_range, _LB_OFFSETS)
+    dist = np.full(alpha.size, np.inf)
+    done = np.zeros(alpha.size, dtype=bool)
+    for pick in (_first_pick, _second_pick):
+        todo = np.concatenate([pick(b.lanes(d), lower, valid, dist, done)
+                               for d in range(b.n_sets)]).astype(np.int64)
+        if todo.size:
+            dist[todo], done[todo] = _ks(b, todo, alpha, in_range), True
+    return dist, [_winner(b.lanes(d), dist, valid) for d in range(b.n_sets)]
+
+
+def _first_pick(lanes, lower, valid, dist, done) -> np.ndarray:
+    ok = lanes[valid[lanes]]
+    if ok.size == 0 or np.isnan(lower[lanes]).any():
+        return lanes  # powerlaw's fallback (argmin over all) or odd values: compute all
+    return ok[np.argsort(lower[ok], kind="stable")[:2]]
+
+
+def _second_pick(lanes, lower, valid, dist, done) -> np.ndarray:
+    ok = lanes[valid[lanes] & done[lanes]]
+    if ok.size == 0:
+        return lanes[:0]
+    return lanes[~done[lanes] & ~(lower[lanes] > np.min(dist[ok]))]
+
+
+def _winner(lanes: np.ndarray, dist: np.ndarray, valid: np.ndarray) -> int:
+    """powerlaw's choice: masked argmin over valid candidates, else argmin over all."""
+    if lanes.size == 0:
+        return -1
+    if valid[lanes].any():
+        return int(lanes[np.ma.masked_array(dist[lanes], mask=~valid[lanes]).argmin()])
+    return int(lanes[np.argmin(dist[lanes])])
+
+
+def _fast_fits(datasets: Sequence[np.ndarray], alpha_range: tuple[float, float],
+               xmin_max: float | None) -> np.ndarray:
+    """[n_sets, 4] array of (alpha, xmin, ks, n_tail) from the replica (NaN when no fit)."""
+    lo, hi = alpha_range
+    b = _Batch(datasets, xmin_max)
+    out = np.full((b.n_sets, 4), np.nan)
+    if b.alpha0.size == 0:
+        return out
+    with np.errstate(all="ignore"):
+        alpha, valid = _fit_alphas(b, lo, hi)
+        dist, winners = _select_xmin(b, alpha, valid, (alpha > lo) & (alpha < hi))
+    for d, w in enumerate(winners):
+        if w >= 0:
+            out[d] = alpha[w], b.xmin[w], dist[w], b.n_t[w]
+    return out
+
+
+def fast_discrete_fit(
+    sizes: Sequence[float] | np.ndarray,
+    alpha_range: tuple[float, float] = DEFAULT_ALPHA_RANGE,
+    xmin_max: float | None = None,
+) -> dict:
+    """Vectorised replica of ``powerlaw.Fit(sizes, discrete=True, parameter_ranges=...)``.
+
+    Reproduces powerlaw's xmin, alpha and KS distance (see the module docstring for the steps);
+    used by :func:`gof_pvalue` to refit the synthetic data sets.
+
+    Parameters
+    ----------
+    sizes : array_like of int
+        Data (>= 1).
+    alpha_range : (float, float)
+        Open interval for alpha.
+    xmin_max : float, optional
+        Largest xmin candidate.
+
+    Returns
+    -------
+    dict
+        ``alpha``, ``xmin``, ``ks``, ``n_tail`` and ``reason``.
+    """
+    keys = ("alpha", "xmin", "ks", "n_tail")
+    lo_hi = _check_range(alpha_range)
+    x, reason = _clean_sizes(sizes)
+    if reason:
+        return _nan_result(keys, reason)
+    row = _fast_fits([x], lo_hi, xmin_max)[0]
+    if not np.isfinite(row[0]):
+        return _nan_result(keys, "fewer than 2 xmin candidates")
+    return {**dict(zip(keys, (float(v) for v in row))), "reason": None}
+
+
+# ------------------------------------------------------------------------------------------
+# CSN bootstrap goodness of fit
+# ------------------------------------------------------------------------------------------
+
+
+def sample_discrete_power_law(
+    rng: np.random.Generator, alpha: float, xmin: float, size: int, kmax: float = KMAX_SAMPLE
+) -> np.ndarray:
+    """Exact inverse-CDF draws from ``P(X = k) = k^-alpha / zeta(alpha, xmin)``, ``k >= xmin``.
+
+    ``X = max{k : zeta(alpha, k) > u * zeta(alpha, xmin)}`` for ``u ~ U[0, 1)``, found from the
+    large-k approximation of the tail and corrected by unit steps against the Hurwitz zeta
+    tail (exact up to floating point). Values
+    are capped at ``kmax``.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the uniforms (``size`` draws).
+    alpha, xmin : float
+        Exponent (> 1) and integer lower bound.
+    size : int
+        Number of draws.
+    kmax : float
+        Cutoff.
+
+    Returns
+    -------
+    numpy.ndarray of int64
+    """
+    u = rng.random(size)
+    target = u * zeta(alpha, xmin)
+    with np.errstate(all="ignore"):
+        # large-k form of the tail, zeta(a, k) ~ (k - 1/2)^(1 - a) / (a - 1), as first guess
+        k = np.floor(0.5 + (target * (alpha - 1.0)) ** (-1.0 / (alpha - 1.0)))
+    k = np.clip(np.nan_to_num(k, nan=kmax, posinf=kmax), xmin, kmax)
+    idx = np.arange(size)
+    while idx.size:  # too far out: P(X >= k) <= u
+        idx = idx[(k[idx] > xmin) & (zeta(alpha, k[idx]) <= target[idx])]
+        k[idx] -= 1
+    idx = np.arange(size)
+    while idx.size:  # not far enough: P(X >= k + 1) > u
+        idx = idx[(k[idx] < kmax) & (zeta(alpha, k[idx] + 1) > target[idx])]
+        k[idx] += 1
+    return k.astype(np.int64)
+
+
+def _synthetic_sets(rng: np.random.Generator, x: np.ndarray, alpha: float, xmin: float,
+                    n_boot: int) -> Iterator[np.ndarray]:
+    """CSN semi-parametric bootstrap data sets (same stream for the fast and the naive path)."""
+    below = x[x < xmin].astype(np.int64)
+    p_tail = np.sum(x >= xmin) / x.size
+    for _ in range(n_boot):
+        m = int(rng.binomial(x.size, p_tail))
+        tail = sample_discrete_power_law(rng, alpha, xmin, m)
+        body = rng.choice(below, size=x.size - m) if below.size else np.zeros(0, np.int64)
+        yield np.concatenate([body, tail])
+
+
+def gof_pvalue(
+    sizes: Sequence[float] | np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha_range: tuple[float, float] = DEFAULT_ALPHA_RANGE,
+    xmin_max: float | None = None,
+    batch: int = 50,
+) -> float:
+    """Clauset-Shalizi-Newman bootstrap goodness-of-fit p-value of the discrete power law.
+
+    Each synthetic set has ``n`` points: with probability ``n_tail / n`` a draw from the fitted
+    power law above xmin, otherwise a resample of the data below xmin. It is refitted by the
+    same procedure (xmin by KS over the same candidate rule, MLE alpha in ``alpha_range``) with
+    the vectorised replica of ``powerlaw.Fit``; ``p`` is the fraction of synthetic KS distances
+    ``>=`` the empirical one. Equal to :func:`naive_gof_pvalue` for the same arguments.
+
+    Parameters
+    ----------
+    sizes : array_like of int
+        Avalanche sizes (>= 1).
+    n_boot : int
+        Number of synthetic data sets.
+    seed : int
+        Seed of the ``numpy.random.Generator``.
+    alpha_range : (float, float)
+        Open interval for alpha.
+    xmin_max : float, optional
+        Largest xmin candidate, applied to every fit.
+    batch : int
+        Synthetic sets fitted together (memory / speed trade-off only).
+
+    Returns
+    -------
+    float
+        p-value; NaN for degenerate input.
+    """
+    lo_hi = _check_range(alpha_range)
+    x, reason = _clean_sizes(sizes)
+    if reason or n_boot < 1:
+        return float("nan")
+    alpha, xmin, ks, n_tail = _fast_fits([x], lo_hi, xmin_max)[0]
+    if not np.isfinite(ks) or n_tail < MIN_POINTS:
+        return float("nan")
+    sets = _synthetic_sets(np.random.default_rng(seed), x, alpha, xmin, n_boot)
+    hits = 0
+    while chunk := list(itertools.islice(sets, batch)):
+        hits += int(np.sum(_fast_fits(chunk, lo_hi, xmin_max)[:, 2] >= ks))
+    return hits / n_boot
+
+
+def naive_gof_pvalue(
+    sizes: Sequence[float] | np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha_range: tuple[float, float] = DEFAULT_ALPHA_RANGE,
+    xmin_max: float | None = None,
+) -> float:
+    """Reference for :func:`gof_pvalue`: the same bootstrap, one ``powerlaw.Fit`` per data set.
+
+    Parameters and return value as :func:`gof_pvalue` (slow; for tests and the benchmark).
+    """
+    lo_hi = _check_range(alpha_range)
+    x, reason = _clean_sizes(sizes)
+    if reason or n_boot < 1:
+        return float("nan")
+    with _quiet():
+        fit = _powerlaw_fit(x, lo_hi, xmin_max)
+        alpha, xmin, ks = float(fit.alpha), float(fit.xmin), float(fit.D)
+        if not np.isfinite(ks) or np.sum(x >= xmin) < MIN_POINTS:
+            return float("nan")
+        sets = _synthetic_sets(np.random.default_rng(seed), x, alpha, xmin, n_boot)
+        hits = sum(float(_powerlaw_fit(s.astype(float), lo_hi, xmin_max).D) >= ks for s in sets)
+    return hits / n_boot
+
+
+# ------------------------------------------------------------------------------------------
+# seed comparison fit, crackling relation
+# ------------------------------------------------------------------------------------------
+
+
+def continuous_fit_p80(sizes: Sequence[float] | np.ndarray) -> dict:
+    """The seed paper's fit: continuous power-law MLE with xmin at the 80th percentile.
+
+    ``alpha = 1 + n / sum(log(x / xmin))`` over ``x >= xmin``, ``xmin = np.percentile(sizes, 80)``
+    (linear interpolation). Reported only as a comparison with :func:`fit_power_law`.
+
+    Parameters
+    ----------
+    sizes : array_like
+        Avalanche sizes (> 0).
+
+    Returns
+    -------
+    dict
+        ``alpha_c``, ``xmin_c`` and ``reason``.
+    """
+    keys = ("alpha_c", "xmin_c")
+    x = np.asarray(sizes, dtype=float).ravel()
+    x = x[np.isfinite(x) & (x > 0)]
+    if x.size < MIN_POINTS:
+        return _nan_result(keys, f"fewer than {MIN_POINTS} positive sizes ({x.size})")
+    xmin = float(np.percentile(x, 80))
+    tail = x[x >= xmin]
+    total = float(np.sum(np.log(tail / xmin)))
+    if tail.size < MIN_POINTS or total <= 0:
+        return _nan_result(keys, "tail above the 80th percentile is too small or constant")
+    return {"alpha_c": 1.0 + tail.size / total, "xmin_c": xmin, "reason": None}
+
+
+def predicted_gamma(alpha_size: float, alpha_duration: float) -> float:
+    """Exponent relation ``gamma = (alpha_D - 1) / (alpha_S - 1)`` (NaN if undefined).
+
+    Parameters
+    ----------
+    alpha_size, alpha_duration : float
+        Tail exponents of the size and duration distributions.
+
+    Returns
+    -------
+    float
+    """
+    a_s, a_d = float(alpha_size), float(alpha_duration)
+    if not (np.isfinite(a_s) and np.isfinite(a_d)) or a_s == 1.0:
+        return float("nan")
+    return (a_d - 1.0) / (a_s - 1.0)
+
+
+def _slopes(logd: np.ndarray, mean_size: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Least-squares slopes of log mean size on log D, one per row, over present D values."""
+    w = present.astype(float)
+    count = w.sum(axis=1)
+    with np.errstate(all="ignore"):
+        y = np.where(present, np.log(np.where(present, mean_size, 1.0)), 0.0)
+        mx = (w * logd).sum(axis=1) / count
+        my = (w * y).sum(axis=1) / count
+        dx = (logd[None, :] - mx[:, None]) * w
+        slope = (dx * (y - my[:, None])).sum(axis=1) / (dx * dx).sum(axis=1)
+    return np.where(count >= 3, slope, np.nan)
+
+
+def crackling(
+    sizes: Sequence[float] | np.ndarray,
+    durations: Sequence[float] | np.ndarray,
+    d_range: tuple[int, int] = (3, 64),
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Size-duration scaling ``E[size | D] ~ D^gamma`` with a bootstrap 95% interval.
+
+    Least squares of log mean size on log D over the durations in ``d_range`` (inclusive) that
+    occur, at least 3 distinct ones. The bootstrap resamples the avalanches in ``d_range`` (all
+    replicates at once); replicates with fewer than 3 durations are skipped.
+
+    Parameters
+    ----------
+    sizes, durations : array_like
+        Per-avalanche size (> 0) and token duration ``D`` (``t_span``).
+    d_range : (int, int)
+        Durations used.
+    n_boot : int
+        Bootstrap replicates.
+    seed : int
+        Seed of the ``numpy.random.Generator``.
+
+    Returns
+    -------
+    dict
+        ``gamma``, ``gamma_lo``, ``gamma_hi`` (2.5 / 97.5 percentiles) and ``reason``.
+    """
+    keys = ("gamma", "gamma_lo", "gamma_hi")
+    s = np.asarray(sizes, dtype=float).ravel()
+    d = np.asarray(durations, dtype=float).ravel()
+    if s.shape != d.shape:
+        raise ValueError(f"sizes and durations differ in length ({s.size} vs {d.size})")
+    keep = (d >= d_range[0]) & (d <= d_range[1]) & np.isfinite(s) & (s > 0)
+    s, d = s[keep], d[keep]
+    values, code = np.unique(d, return_inverse=True)
+    if values.size < 3:
+        return _nan_result(keys, f"fewer than 3 distinct durations in {tuple(d_range)}")
+    logd = np.log(values)
+    mean = np.bincount(code, weights=s) / np.bincount(code)
+    gamma = float(_slopes(logd, mean[None, :], np.ones((1, values.size), bool))[0])
+    boot = _crackling_boot(np.random.default_rng(seed), s, code, logd, n_boot)
+    boot = boot[np.isfinite(boot)]
+    if not boot.size:  # NaN interval: say why, as for every NaN result
+        return {"gamma": gamma, **_nan_result(keys[1:], "no bootstrap replicate with 3 durations")}
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"gamma": gamma, "gamma_lo": float(lo), "gamma_hi": float(hi), "reason": None}
+
+
+def _crackling_boot(rng: np.random.Generator, s: np.ndarray, code: np.ndarray,
+                    logd: np.ndarray, n_boot: int, max_cells: int = 4_000_000) -> np.ndarray:
+    """Bootstrap slopes: rows of resampled avalanches, reduced per duration with bincount."""
+    n, n_d = s.size, logd.size
+    rows = max(1, max_cells // max(n, 1))
+    out = []
+    for start in range(0, n_boot, rows):
+        r = min(rows, n_boot - start)
+        idx = rng.integers(0, n, size=(r, n))
+        cell = (np.arange(r)[:, None] * n_d + code[idx]).ravel()
+        count = np.bincount(cell, minlength=r * n_d).reshape(r, n_d)
+        total = np.bincount(cell, weights=s[idx].ravel(), minlength=r * n_d).reshape(r, n_d)
+        with np.errstate(all="ignore"):
+            out.append(_slopes(logd, total / count, count > 0))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+# ------------------------------------------------------------------------------------------
+# multistep-regression branching (mrestimator)
+# ------------------------------------------------------------------------------------------
+
+
+def _mrestimator():
+    """Import ``mrestimator`` without its global side effect on tqdm.
+
+    Importing it patches ``tqdm.tqdm.__init__`` to ``disable=True`` for the whole process; the
+    original is put back (mrestimator's own bars are silenced by :func:`_quiet_mr` instead).
+    """
+    if "mrestimator" not in sys.modules:
+        import tqdm
+
+        before = tqdm.tqdm.__dict__.get("__init__")
+        import mrestimator  # noqa: F401
+
+        if before is not None and tqdm.tqdm.__dict__.get("__init__") is not before:
+            tqdm.tqdm.__init__ = before
+    return sys.modules["mrestimator"]
+
+
+@contextlib.contextmanager
+def _quiet_mr() -> Iterator[None]:
+    """Silence mrestimator's logger (warnings go to stderr by default) and its progress bars."""
+    logger = logging.getLogger("mrestimator")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with _quiet():
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def mr_branching(counts: np.ndarray, dt: float = 1.0, k_max: int = 20) -> dict:
+    """Multistep-regression branching estimate along tokens (Wilting & Priesemann 2018).
+
+    ``mrestimator.coefficients(method="ts")`` (trial-separated: trials = sequences) over
+    ``k = 1 .. min(T // 4, k_max)``, then ``mrestimator.fit`` with the exponential model
+    ``r_k = b m^k``; ``m = exp(-dt / tau)``. Trials whose first ``T - k_max`` tokens are constant
+    have no defined autocorrelation and are dropped.
+
+    Parameters
+    ----------
+    counts : array_like, shape [N sequences, T tokens]
+        Spike counts per token of one layer (a 1-D series is one trial).
+    dt : float
+        Token step.
+    k_max : int
+        Largest lag.
+
+    Returns
+    -------
+    dict
+        ``mr_m``, ``mr_tau`` (in units of ``dt``), ``n_trials`` (used) and ``reason``.
+    """
+    keys = ("mr_m", "mr_tau", "n_trials")
+    a = np.asarray(counts, dtype=float)
+    a = a[None, :] if a.ndim == 1 else a
+    if a.ndim != 2 or a.size == 0 or not np.all(np.isfinite(a)):
+        return _nan_result(keys, "counts must be a finite [N, T] array")
+    kmax = min(a.shape[1] // 4, int(k_max))
+    if kmax < 3:
+        return _nan_result(keys, f"too few tokens (T = {a.shape[1]}) for 3 lags")
+    a = a[np.ptp(a[:, : a.shape[1] - kmax], axis=1) > 0]
+    if a.shape[0] == 0:
+        return _nan_result(keys, "constant series (no trial varies)")
+    mre = _mrestimator()
+    with _quiet_mr():
+        rk = mre.coefficients(a, method="ts", steps=(1, kmax), dt=dt, dtunit="token", numboot=0)
+        if not np.all(np.isfinite(rk.coefficients)):
+            return _nan_result(keys, "non-finite correlation coefficients")
+        res = mre.fit(rk, fitfunc="exponential")
+    m, tau = float(res.mre), float(res.tau)
+    if not (np.isfinite(m) and np.isfinite(tau)):
+        return _nan_result(keys, "exponential fit did not converge")
+    return {"mr_m": m, "mr_tau": tau, "n_trials": float(a.shape[0]), "reason": None}
