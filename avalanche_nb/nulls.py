@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .avalanches import _as_lattice, _as_valid, _ratios  # the same checks and 0-safe ratios as `branching`
+
 NULLS: tuple[str, ...] = ("n1", "n2", "n3")
 DIRECTIONS: tuple[str, ...] = ("time", "depth", "diag", "tot")
 STATS: tuple[str, ...] = ("mean", "lo", "hi", "sd", "delta", "z")
@@ -42,13 +44,10 @@ _RAW64 = (np.random.PCG64, np.random.PCG64DXSM, np.random.Philox, np.random.SFC6
 
 def _check_lattice(X: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """``X`` as bool [N, T, L] and ``valid`` as bool [N, T] (all True when None), checked."""
-    X = np.asarray(X)
-    if X.ndim != 3:
-        raise ValueError(f"occupancy X must be 3-D [N, T, L], got shape {X.shape}")
-    X = X.astype(bool, copy=False)
-    valid = np.ones(X.shape[:2], bool) if valid is None else np.asarray(valid).astype(bool, copy=False)
-    if valid.shape != X.shape[:2]:
-        raise ValueError(f"valid has shape {valid.shape}, expected {X.shape[:2]} (X's [N, T])")
+    X = _as_lattice(X, "occupancy X").astype(bool, copy=False)
+    valid = _as_valid(valid, X)
+    if valid is None:
+        valid = np.ones(X.shape[:2], bool)
     if (X & ~valid[:, :, None]).any():
         raise ValueError("X has events at invalid token sites; mask them first (e.g. avalanches.occupancy)")
     return X, valid
@@ -316,10 +315,7 @@ def branching_batch(Xs: np.ndarray) -> dict[str, np.ndarray]:
         "diag": _count(Xs[:, :, :-1, :-1] & Xs[:, :, 1:, 1:], sites),
     }
     dens = {"time": total - last_t, "depth": total - last_l, "diag": total - last_t - last_l + corner}
-    out = {}
-    for d in ("time", "depth", "diag"):
-        out[d] = np.full(len(Xs), np.nan)
-        np.divide(nums[d].astype(float), dens[d].astype(float), out=out[d], where=dens[d] > 0)
+    out = {d: _ratios(nums[d], dens[d]) for d in ("time", "depth", "diag")}
     out["tot"] = out["time"] + out["depth"]
     return out
 
