@@ -3,13 +3,13 @@
 import json
 import math
 import warnings
-from collections import deque
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from avalanche_nb import avalanches as av
+from flood_fill import flood_fill_table
 
 
 def lattice(*rows_per_seq):
@@ -236,38 +236,6 @@ def test_summarise_by_hand_and_json():
     json.loads(json.dumps(s))  # plain Python types only (NaN is allowed by the json module)
 
 
-NEIGHBOURS = {
-    "von_neumann": [(1, 0), (-1, 0), (0, 1), (0, -1)],
-    "moore": [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1) if (a, b) != (0, 0)],
-    "causal": [(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1)],
-}
-
-
-def bfs_table(A, valid, adjacency):
-    """Pure-Python flood fill: the avalanche table as sorted tuples."""
-    occupied = (A > 0) & valid[:, :, None]
-    out = []
-    for n in range(A.shape[0]):
-        seen = np.zeros(A.shape[1:], bool)
-        for t, l in zip(*np.nonzero(occupied[n])):
-            if seen[t, l]:
-                continue
-            seen[t, l] = True
-            q, sites = deque([(t, l)]), []
-            while q:
-                a, b = q.popleft()
-                sites.append((a, b))
-                for da, db in NEIGHBOURS[adjacency]:
-                    c, d = a + da, b + db
-                    if 0 <= c < A.shape[1] and 0 <= d < A.shape[2] and occupied[n, c, d] and not seen[c, d]:
-                        seen[c, d] = True
-                        q.append((c, d))
-            ts, ls = np.array(sites).T
-            out.append((n, int(A[n, ts, ls].sum()), len(sites), int(np.ptp(ts) + 1), int(np.ptp(ls) + 1),
-                        int(ts.min()), int(ls.min())))
-    return sorted(out)
-
-
 @pytest.mark.parametrize("adjacency", av.ADJACENCIES)
 @pytest.mark.parametrize("density", [0.1, 0.3, 0.5, 0.7])
 def test_table_matches_a_flood_fill(adjacency, density):
@@ -276,7 +244,7 @@ def test_table_matches_a_flood_fill(adjacency, density):
         A = (rng.random((4, 17, 9)) < density) * rng.integers(1, 4, (4, 17, 9))
         valid = rng.random((4, 17)) < 0.9
         t = av.avalanche_table(A, valid, adjacency)
-        assert sorted(rows(t)) == bfs_table(A, valid, adjacency)
+        assert sorted(rows(t)) == flood_fill_table(A, valid, adjacency)
         assert list(t["seq"]) == sorted(t["seq"])  # label order is raster order: sequences in turn
 
 

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import pandas as pd
 import pytest
 
 from avalanche_nb import cli, provenance
+from flood_fill import NEIGHBOURS, flood_fill_table
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -54,38 +54,6 @@ def test_lattice_contract(run_dir):
         np.testing.assert_allclose(rate, z["target_rate"], atol=1.0 / (z["valid"].sum() * 1536))
     slices = json.loads((run_dir / "00_data_and_model" / "slices.json").read_text())
     assert slices["a_lattice"]["n_sequences"] == N
-
-
-NEIGHBOURS = {
-    "von_neumann": [(1, 0), (-1, 0), (0, 1), (0, -1)],
-    "moore": [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1) if (a, b) != (0, 0)],
-    "causal": [(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1)],
-}
-
-
-def flood_fill_table(counts, valid, adjacency):
-    """Independent labelling: breadth-first flood fill per sequence, in raster order."""
-    rows = []
-    X = (counts > 0) & valid[:, :, None]
-    for n in range(X.shape[0]):
-        seen = np.zeros(X.shape[1:], bool)
-        for t, l in zip(*np.nonzero(X[n])):
-            if seen[t, l]:
-                continue
-            seen[t, l] = True
-            queue, sites = deque([(t, l)]), []
-            while queue:
-                a, b = queue.popleft()
-                sites.append((a, b))
-                for da, db in NEIGHBOURS[adjacency]:
-                    c, d = a + da, b + db
-                    if 0 <= c < X.shape[1] and 0 <= d < X.shape[2] and X[n, c, d] and not seen[c, d]:
-                        seen[c, d] = True
-                        queue.append((c, d))
-            ts, ls = np.array(sites).T
-            rows.append((n, int(counts[n, ts, ls].sum()), len(sites), ts.max() - ts.min() + 1,
-                         ls.max() - ls.min() + 1, ts.min(), ls.min()))
-    return sorted(rows)
 
 
 def test_avalanche_table_matches_an_independent_labelling(run_dir):
