@@ -25,23 +25,16 @@ import argparse
 import math
 import statistics
 import sys
-import time
 
 import numpy as np
 
 from avalanche_nb import nulls
+from timing import timed
 
 
 SPEED_TARGET = 20.0  # vectorised n1 / n2 vs the per-row loop, CPU time
 SETTLED_SE = 3.0  # a statistic has settled when it stays within this many SE of its long-run value
 REF_FROM = 5.0  # checkpoints (in L ln L) pooled into the long-run value
-
-
-def timed(fn) -> float:
-    """CPU seconds of this process: steadier than wall time on a shared machine."""
-    t0 = time.process_time()
-    fn()
-    return time.process_time() - t0
 
 
 def iid_lattice(n: int, t: int, l: int, p: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -65,25 +58,23 @@ def block_lattice(n: int, t: int, l: int, rng: np.random.Generator) -> tuple[np.
 # ----------------------------------------------------------------------------- per-row baselines
 
 
-def loop_n1(X: np.ndarray, valid: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+def loop_rows(X: np.ndarray, valid: np.ndarray, k: int, draw_row) -> np.ndarray:
+    """``k`` draws, each row's valid tokens replaced by ``draw_row(row)``, one row at a time."""
     out = np.zeros((k,) + X.shape, bool)
     for d in range(k):
         for n in range(X.shape[0]):
             pos = np.flatnonzero(valid[n])
             for l in range(X.shape[2]):
-                out[d, n, pos, l] = rng.permutation(X[n, pos, l])
+                out[d, n, pos, l] = draw_row(X[n, pos, l])
     return out
+
+
+def loop_n1(X: np.ndarray, valid: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    return loop_rows(X, valid, k, rng.permutation)
 
 
 def loop_n2(X: np.ndarray, valid: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    out = np.zeros((k,) + X.shape, bool)
-    for d in range(k):
-        for n in range(X.shape[0]):
-            pos = np.flatnonzero(valid[n])
-            for l in range(X.shape[2]):
-                shift = rng.integers(1, len(pos)) if len(pos) > 1 else 0
-                out[d, n, pos, l] = np.roll(X[n, pos, l], shift)
-    return out
+    return loop_rows(X, valid, k, lambda row: np.roll(row, rng.integers(1, len(row)) if len(row) > 1 else 0))
 
 
 def loop_n3(X: np.ndarray, valid: np.ndarray, k: int, rng: np.random.Generator, trades: int) -> np.ndarray:

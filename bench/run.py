@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 import torch
@@ -21,13 +20,7 @@ from avalanche_nb import hooks, runtime
 from avalanche_nb import lattice as lat
 from avalanche_nb.data import build_slice
 from avalanche_nb.models import load_model
-
-
-def timed(fn) -> float:
-    """CPU seconds of this process (all threads): steadier than wall time on a shared machine."""
-    t0 = time.process_time()
-    fn()
-    return time.process_time() - t0
+from timing import timed
 
 
 def main() -> None:

@@ -17,18 +17,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import numpy as np
 
 from avalanche_nb import tails
-
-
-def timed(fn) -> tuple[float, object]:
-    """(CPU seconds of this process, result): steadier than wall time on a shared machine."""
-    t0 = time.process_time()
-    out = fn()
-    return time.process_time() - t0, out
+from timing import timed_result
 
 
 def avalanche_like_sizes(n: int, alpha: float, cutoff: float, rng: np.random.Generator) -> np.ndarray:
@@ -68,10 +61,10 @@ def main() -> int:
     kw = {"seed": args.seed, "alpha_range": tuple(args.alpha_range)}
     tails.gof_pvalue(x, n_boot=2, **kw), tails.naive_gof_pvalue(x, n_boot=2, **kw)  # imports, caches
 
-    fast_runs = [timed(lambda: tails.gof_pvalue(x, n_boot=args.n_boot, **kw)) for _ in range(args.repeats)]
+    fast_runs = [timed_result(lambda: tails.gof_pvalue(x, n_boot=args.n_boot, **kw)) for _ in range(args.repeats)]
     t_fast, p_fast = statistics.median(t for t, _ in fast_runs), fast_runs[0][1]
     assert all(p == p_fast for _, p in fast_runs)  # seeded: every repeat gives the same p
-    t_naive, p_naive = timed(lambda: tails.naive_gof_pvalue(x, n_boot=k_naive, **kw))
+    t_naive, p_naive = timed_result(lambda: tails.naive_gof_pvalue(x, n_boot=k_naive, **kw))
     # the same seed gives the same first k_naive synthetic sets, so this p must equal the naive one
     p_fast_k = p_fast if k_naive == args.n_boot else tails.gof_pvalue(x, n_boot=k_naive, **kw)
 
