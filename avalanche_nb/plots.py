@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import plotly.colors
 import plotly.graph_objects as go
 
 
@@ -59,7 +60,7 @@ def ccdf(samples: dict[str, np.ndarray], title: str, xaxis: str,
     from scipy.special import zeta
 
     fig = go.Figure()
-    colours = plotly_colours()
+    colours = plotly.colors.qualitative.Plotly
     for i, (name, x) in enumerate(samples.items()):
         x = np.sort(np.asarray(x))
         if len(x) == 0:
@@ -78,12 +79,6 @@ def ccdf(samples: dict[str, np.ndarray], title: str, xaxis: str,
     fig.update_xaxes(type="log")
     fig.update_yaxes(type="log")
     return fig
-
-
-def plotly_colours() -> list[str]:
-    import plotly.colors
-
-    return list(plotly.colors.qualitative.Plotly)
 
 
 NULL_NAMES = {"n1": "N1 token permutation", "n2": "N2 circular shift", "n3": "N3 curveball"}
