@@ -16,7 +16,8 @@ from typing import Any, Callable
 import yaml
 
 from .avalanches import ADJACENCIES
-from .data import SOURCES
+from .data import ARC_SUBSETS, SOURCES
+from .gstar import RULES
 from .lattice import TARGET_PROFILES
 from .sweep import ABLATIONS, check_gains
 
@@ -105,6 +106,21 @@ SCHEMA: dict[str, Param] = {
     "bootstrap_draws": Param(200, int, "bootstrap draws for confidence intervals (crackling exponent)", check=_positive),
     "alpha_range": Param([1.01, 6.0], list, "allowed power-law exponent range [min, max] for the tail fits",
                          item=NUM, check=lambda v: None if len(v) == 2 and 1 < v[0] < v[1] else "must be [min, max] with 1 < min < max"),
+    # g* and its evaluation
+    "gstar_rule": Param("chi_perc_max", str, "pre-registered g* rule on Dataset A: seed_b_tot, chi_perc_max, delta_b_max or "
+                        "plateau (see README)", check=_one_of(RULES)),
+    "arc_subsets": Param(list(ARC_SUBSETS), list, "ARC validation subsets scored in 04_gstar", item=str,
+                         check=lambda v: _each_one_of(ARC_SUBSETS)(v) or (None if v else "must list a subset")),
+    "arc_grid_limit": Param(50, int, "ARC questions per subset scored at every gain of the grid (seeded subset); "
+                            "null: all", nullable=True, check=_positive),
+    "arc_full": Param(True, bool, "also score every ARC question at g = 1 and g* (McNemar then pairs all of them)"),
+    "score_batch_size": Param(16, int, "ARC questions or Dataset B windows per forward pass when scoring log-likelihoods",
+                              check=_positive),
+    # replication
+    "replication_models": Param(["smollm2-135m-instruct", "gemma3-270m"], list,
+                                "models compared in 05_replication (registry names, local paths or cached HF ids); "
+                                "the run's `model` is reused from phases 01-04", item=str,
+                                check=lambda v: None if v else "must list at least one model"),
 }
 
 #: keys the runner injects into every notebook (not user params)

@@ -110,3 +110,52 @@ def delta_b(rows, title: str) -> go.Figure:
     fig.add_hline(y=0, line_color="gray")
     fig.update_layout(title=title, xaxis_title="g", yaxis_title="delta-b", height=420)
     return fig
+
+
+def _gain_marker(fig: go.Figure, g: float, label: str) -> None:
+    fig.add_vline(x=g, line_dash="dot", line_color="grey", annotation_text=label, annotation_position="top")
+
+
+def gstar_evidence(evidence, picks: dict[str, float], rule: str) -> go.Figure:
+    """The three g* criteria vs g (Dataset A) with ±1 bootstrap SE, one panel each, g* marked."""
+    from plotly.subplots import make_subplots
+
+    cols = (("abs_b_tot_minus_1", "|b_tot − 1|"), ("chi_perc", "chi_perc"), ("z_tot_n1", "delta-b z (N1)"))
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in cols])
+    for i, (col, _) in enumerate(cols, 1):
+        fig.add_trace(go.Scatter(x=evidence.g, y=evidence[col], mode="lines+markers", showlegend=False,
+                                 error_y=dict(type="data", array=evidence[f"{col}_se"])), row=1, col=i)
+    fig.add_vline(x=picks[rule], line_dash="dot", line_color="crimson")
+    fig.update_layout(title=f"g* criteria on Dataset A (±1 bootstrap SE); g* = {picks[rule]:g} by {rule}; "
+                            f"all rules: {picks}", height=380)
+    fig.update_xaxes(title_text="g")
+    return fig
+
+
+def perplexity(table, gstar: float) -> go.Figure:
+    """Dataset B perplexity vs g, g = 1 and g* marked."""
+    fig = go.Figure(go.Scatter(x=table.g, y=table.perplexity, mode="lines+markers", name="perplexity"))
+    _gain_marker(fig, gstar, "g*")
+    fig.update_layout(title="Dataset B perplexity vs gain", xaxis_title="g", yaxis_title="perplexity",
+                      yaxis_type="log", height=380)
+    return fig
+
+
+def arc_accuracy(acc, gstar: float) -> go.Figure:
+    """ARC acc and acc_norm vs g per subset with bootstrap 95% CIs, chance level dashed, g* marked."""
+    fig = go.Figure()
+    colours = plotly.colors.qualitative.Plotly
+    for i, (subset, sel) in enumerate(acc.groupby("subset", sort=False)):
+        sel = sel.sort_values("g")
+        for metric, dash in (("acc", "solid"), ("acc_norm", "dot")):
+            fig.add_trace(go.Scatter(
+                x=sel.g, y=sel[metric], mode="lines+markers", name=f"{subset} {metric}",
+                line=dict(color=colours[i % len(colours)], dash=dash),
+                error_y=dict(type="data", symmetric=False, array=sel[f"{metric}_hi"] - sel[metric],
+                             arrayminus=sel[metric] - sel[f"{metric}_lo"])))
+        fig.add_trace(go.Scatter(x=sel.g, y=sel.chance, mode="lines", line=dict(color=colours[i % len(colours)],
+                                 dash="dash", width=1), name=f"{subset} chance"))
+    _gain_marker(fig, gstar, "g*")
+    fig.update_layout(title="ARC accuracy vs gain (bootstrap 95% CIs)", xaxis_title="g", yaxis_title="accuracy",
+                      height=420)
+    return fig

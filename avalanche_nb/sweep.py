@@ -103,6 +103,65 @@ def gain_lattices(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calib
         yield GainLattice(float(g), events.floor, ths, counts)
 
 
+def reference(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calibration, rates: Sequence[float],
+              profile: str = "baseline_profile", floor: float = 4.0, reference_tau: float = 2.5, batch_size: int = 8,
+              progress: bool = True) -> tuple[list[lat.Lattice], list[np.ndarray], dict[tuple[int, str], np.ndarray]]:
+    """The g = 1 rate-matched lattices of Dataset A (one per target rate), their per-layer targets
+    (float [L] each) and the thresholds the ``fixed`` mode holds, keyed (target index, spike_def)."""
+    base = [lat.rate_matched_lattice(model, tokens, valid, calib, r, profile, floor, reference_tau, batch_size,
+                                     progress=progress) for r in rates]
+    fixed = {(i, d): b.thresholds[d].tau for i, b in enumerate(base) for d in lat.SPIKE_DEFS}
+    return base, [b.target_rate for b in base], fixed
+
+
+@dataclass
+class SweepResult:
+    """The rows of one ablation's sweep, and its main lattices (target 0, rate-matched) per spike_def."""
+
+    rows: list[dict]
+    profiles: list["pd.DataFrame"]
+    sizes: list["pd.DataFrame"]
+    lattices: dict[str, np.ndarray]  # spike_def -> int32 [G, N, T, L]
+
+
+def run(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calibration, gains: Sequence[float],
+        rates: Sequence[float], targets: list[np.ndarray], fixed: dict[tuple[int, str], np.ndarray],
+        ablation: str = "all", adjacency: str = "von_neumann", null_draws: int = 100, gof_draws: int = 100,
+        boot: int = 200, alpha_range: Sequence[float] = (1.01, 6.0), seed: int = 0, floor: float = 4.0,
+        batch_size: int = 8, progress: bool = True, log=print) -> SweepResult:
+    """Every gain of one ablation: a row per (target rate, spike_def, threshold mode) with
+    :func:`lattice_row`'s statistics, per-layer profiles and avalanche sizes.
+
+    ``rates``: the target rates (per neuron) that ``targets`` / ``fixed`` were set for. The tail
+    goodness-of-fit bootstrap runs for ablation ``all`` only (``gof_draws``); ``shuffled`` feeds the
+    sequences with their valid tokens permuted (:func:`shuffle_tokens`).
+    """
+    import time
+
+    where, layers = ablation_target(ablation, calib.n_layers)
+    inputs = shuffle_tokens(tokens, valid, seed) if ablation == "shuffled" else tokens
+    G = len(gains)
+    out = SweepResult([], [], [], {d: np.zeros((G,) + tokens.shape + (calib.n_layers,), np.int32)
+                                   for d in lat.SPIKE_DEFS})
+    t0 = time.perf_counter()
+    for gi, gl in enumerate(gain_lattices(model, inputs, valid, calib, gains, targets, fixed, where, layers, floor,
+                                          batch_size, progress)):
+        for (r, d, mode), counts in gl.counts.items():
+            th = gl.thresholds[(r, d, mode)]
+            keys = dict(ablation=ablation, g=gl.g, target_rate=rates[r], spike_def=d, threshold_mode=mode)
+            row, table = lattice_row(counts, valid, adjacency, null_draws, gof_draws if ablation == "all" else 0,
+                                     boot, alpha_range, seed)
+            err = np.nanmax(np.abs(th.rel_err)) if mode == "rate_matched" else np.nan
+            out.rows.append(keys | {"rate_mean": th.rate.mean(), "rate_max_rel_err": err, "floor": gl.floor} | row)
+            out.profiles.append(layer_rows(counts, valid, th, per_layer_mr=mode == "rate_matched").assign(**keys))
+            out.sizes.append(table[["size", "n_sites", "t_span", "l_span"]].assign(**keys))
+            if r == 0 and mode == "rate_matched":
+                out.lattices[d][gi] = counts
+        if log:
+            log(f"{ablation:8s} g={gl.g:.2f} done ({time.perf_counter() - t0:.0f} s)")
+    return out
+
+
 # --------------------------------------------------------------------------- rows of the sweep table
 
 

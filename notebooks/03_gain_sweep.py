@@ -100,10 +100,8 @@ adjacency = adjacencies[0]
 
 # %%
 rates = lat.scale_seed_rates(target_rates, calibration.d_ff, rate_reference_d_ff)
-base = [lat.rate_matched_lattice(lm.model, tokens, valid, calibration, r, target_profile, z_floor, reference_tau,
-                                 batch_size, progress=progress) for r in rates]
-targets = [b.target_rate for b in base]
-fixed = {(i, d): b.thresholds[d].tau for i, b in enumerate(base) for d in lat.SPIKE_DEFS}
+base, targets, fixed = sweep.reference(lm.model, tokens, valid, calibration, rates, target_profile, z_floor,
+                                       reference_tau, batch_size, progress)
 phase01 = np.load(provenance.load_input(run_dir, "01_event_lattice/lattice.npz", out))
 for d in lat.SPIKE_DEFS:
     if not np.array_equal(phase01[f"counts_{d}"], base[0].counts[d]):
@@ -116,28 +114,15 @@ print("g = 1 lattices reproduce phase 01 exactly")
 # %%
 # papermill_description=gain_sweep
 t_start = time.perf_counter()
-rows, profiles, sizes = [], [], []
-keep = {d: np.zeros((len(gain_grid), n_sequences, window, calibration.n_layers), np.int32) for d in lat.SPIKE_DEFS}
-shuffled = sweep.shuffle_tokens(tokens, valid, seed)
-for ablation in ablations:
-    where, layers = sweep.ablation_target(ablation, calibration.n_layers)
-    inputs = shuffled if ablation == "shuffled" else tokens
-    for gi, gl in enumerate(sweep.gain_lattices(lm.model, inputs, valid, calibration, gain_grid, targets, fixed, where,
-                                                layers, z_floor, batch_size, progress)):
-        for (r, d, mode), counts in gl.counts.items():
-            th = gl.thresholds[(r, d, mode)]
-            keys = dict(ablation=ablation, g=gl.g, target_rate=rates[r], spike_def=d, threshold_mode=mode)
-            row, table = sweep.lattice_row(counts, valid, adjacency, null_draws,
-                                           gof_draws if ablation == "all" else 0, bootstrap_draws, alpha_range, seed)
-            rows.append(keys | {"rate_mean": th.rate.mean(), "rate_max_rel_err": np.nanmax(np.abs(th.rel_err))
-                                if mode == "rate_matched" else np.nan, "floor": gl.floor} | row)
-            main = ablation == "all" and r == 0 and mode == "rate_matched"
-            profiles.append(sweep.layer_rows(counts, valid, th, per_layer_mr=mode == "rate_matched").assign(**keys))
-            sizes.append(table[["size", "n_sites", "t_span", "l_span"]].assign(**keys))
-            if main:
-                keep[d][gi] = counts
-        print(f"{ablation:8s} g={gl.g:.2f} done ({time.perf_counter() - t_start:.0f} s)", flush=True)
+results = {a: sweep.run(lm.model, tokens, valid, calibration, gain_grid, rates, targets, fixed, a, adjacency, null_draws,
+                        gof_draws, bootstrap_draws, alpha_range, seed, z_floor, batch_size, progress,
+                        log=lambda m: print(m, flush=True)) for a in ablations}
 wall = time.perf_counter() - t_start
+rows = [row for res in results.values() for row in res.rows]
+profiles = [p for res in results.values() for p in res.profiles]
+sizes = [x for res in results.values() for x in res.sizes]
+keep = results["all"].lattices if "all" in results else {
+    d: np.zeros((len(gain_grid), n_sequences, window, calibration.n_layers), np.int32) for d in lat.SPIKE_DEFS}
 table = pd.DataFrame(rows)
 provenance.save_parquet(out / "sweep.parquet", table)
 provenance.save_parquet(out / "layer_profile.parquet", pd.concat(profiles, ignore_index=True))

@@ -69,6 +69,16 @@ def test_notebook_parameters_agree_with_the_schema(phase):
     assert declared["phase"] == phase
 
 
+@pytest.mark.parametrize("phase", cli.PHASES)
+def test_papermill_sees_every_declared_parameter(phase):
+    """papermill skips a parameter line holding a second '=' (e.g. in its comment) and warns at run time."""
+    import papermill
+
+    nb = cli.read_notebook(phase)
+    path = ROOT / "notebooks" / f"{phase}.ipynb"
+    assert set(papermill.inspect_notebook(str(path))) == set(cli.declared_parameters(nb))
+
+
 def test_readme_documents_every_key():
     """The README's params table is the schema's own (regenerate with `avalanche-nb params`)."""
     assert P.markdown_table() in (ROOT / "README.md").read_text()

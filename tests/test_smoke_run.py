@@ -167,3 +167,85 @@ def test_delta_b_is_reproduced_from_the_sweep_lattices(run_dir):
                 # both null means are Monte Carlo estimates: 200 and null_draws draws
                 se = sd * np.sqrt(1 / 200 + 1 / params["null_draws"])
                 assert abs(row[f"delta_b_{d}_{null}"] - (observed[d] - mean)) <= 4 * se + 1e-9, (g, null, d)
+
+
+def test_gstar_contract_and_a_only_evidence(run_dir):
+    from avalanche_nb import gstar
+
+    g = json.loads((run_dir / "04_gstar" / "gstar.json").read_text())
+    assert g["rule"] == "chi_perc_max" and set(g["picks"]) == set(gstar.RULES)
+    assert g["gstar"] == g["picks"]["chi_perc_max"] and g["gstar"] in (0.8, 1.0, 1.2)
+    ev = pd.DataFrame(g["evidence"])
+    assert gstar.picks(ev) == g["picks"]  # the picks follow from the recorded evidence alone
+    sweep = pd.read_parquet(run_dir / "03_gain_sweep" / "sweep.parquet")
+    main = sweep[(sweep.ablation == "all") & (sweep.spike_def == "pos") & (sweep.threshold_mode == "rate_matched")]
+    np.testing.assert_allclose(ev.chi_perc, main.sort_values("g").chi_perc)
+    # written before anything of Dataset B or ARC
+    out = run_dir / "04_gstar"
+    assert (out / "gstar.json").stat().st_mtime <= min((out / f).stat().st_mtime for f in
+                                                        ("transfer.parquet", "arc.parquet"))
+
+
+def test_transfer_perplexity_matches_a_direct_computation(run_dir, smol):
+    import torch
+    import torch.nn.functional as F
+
+    from avalanche_nb.data import build_slice
+
+    tr = pd.read_parquet(run_dir / "04_gstar" / "transfer.parquet")
+    assert tr.g.tolist() == [0.8, 1.0, 1.2] and tr.is_gstar.sum() == 1
+    assert tr.loc[tr.g == 1.0, "b_b_tot"].notna().all() and tr.loc[tr.is_gstar, "b_b_tot"].notna().all()
+    tokens = torch.tensor(build_slice(smol.tokenizer, "sciq", 2, 48, seed=0).tokens)
+    with torch.no_grad():
+        logits = smol.model(tokens).logits[:, :-1]
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+    assert tr.loc[tr.g == 1.0, "perplexity"].item() == pytest.approx(float(torch.exp(nll)), rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def smol():
+    from avalanche_nb.models import load_model
+
+    return load_model("smollm2-135m-instruct")
+
+
+def test_arc_rows_match_an_independent_scorer(run_dir, smol):
+    """Each choice re-scored alone with a plain full forward and the HF logits (no batching, no cache)."""
+    import torch
+
+    from avalanche_nb.data import default_add_bos, load_arc
+
+    arc = pd.read_parquet(run_dir / "04_gstar" / "arc.parquet")
+    for c in ("subset", "id", "g", "pred", "pred_norm", "answer", "correct", "correct_norm"):
+        assert c in arc.columns
+    assert arc.groupby("g").size().tolist() == [12, 12, 12]
+    questions = {(q.subset, q.id): q for q in load_arc(limit=6, seed=0)}
+    tok = smol.tokenizer
+    for row in arc[arc.g == 1.0].itertuples():
+        q = questions[(row.subset, row.id)]
+        prompt = f"Question: {q.question}\nAnswer:"
+        prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        ctx = [tok.bos_token_id] * default_add_bos(tok) + prompt_ids
+        ll = []
+        for choice in q.choices:
+            cont = tok(prompt + " " + choice, add_special_tokens=False)["input_ids"][len(prompt_ids):]
+            ids = torch.tensor([ctx + cont])
+            with torch.no_grad():
+                lp = torch.log_softmax(smol.model(ids).logits[0].float(), -1)
+            ll.append(sum(float(lp[len(ctx) - 1 + k, t]) for k, t in enumerate(cont)))
+        np.testing.assert_allclose(row.loglik, ll, atol=2e-3)
+        assert row.pred == int(np.argmax(ll)) and row.answer == q.answer
+        assert row.pred_norm == int(np.argmax(np.array(ll) / [len(" " + c) for c in q.choices]))
+
+
+def test_replication_contract(run_dir):
+    rep = json.loads((run_dir / "05_replication" / "replication.json").read_text())
+    assert rep["models"] == ["smollm2-135m-instruct", "gemma3-270m"] and rep["failures"] == {}
+    assert rep["relation"] == "cross-family"
+    curves = pd.read_parquet(run_dir / "05_replication" / "replication.parquet")
+    assert curves.groupby("model").size().to_dict() == {"smollm2-135m-instruct": 3, "gemma3-270m": 3}
+    assert curves.groupby("model").is_gstar.sum().tolist() == [1, 1]
+    assert curves[["b_tot", "perplexity_b", "arc_acc"]].notna().all().all()
+    main = curves[curves.model == "smollm2-135m-instruct"].reset_index(drop=True)
+    tr = pd.read_parquet(run_dir / "04_gstar" / "transfer.parquet")
+    np.testing.assert_allclose(main.perplexity_b, tr.perplexity)  # reused from 04, not recomputed

@@ -1,0 +1,160 @@
+"""Choosing g*: pre-registered rules over the gain sweep's Dataset A lattices, with bootstrap SEs.
+
+Everything here reads Dataset A lattices only (rate-matched, gain on all MLPs, one spike definition);
+Dataset B and ARC are never an input, so the rule cannot peek at the evaluation.
+
+Criteria per gain (all pooled over sequences, as in the sweep table):
+
+* ``b_tot``     co-occupancy branching ``b_time + b_depth``;
+* ``chi_perc``  percolation susceptibility (largest avalanche of each sequence excluded);
+* ``z_tot_n1``  null-normalised delta-b: ``(b_tot - mean_N1) / sd_N1`` over N1 draws.
+
+Each is a ratio of per-sequence sums, so a bootstrap over sequences is a matrix product of
+resampling weights with the per-sequence parts (every gain sees the same resamples). The N1 null of a
+resample reuses each drawn sequence's own null draws.
+
+Rules (:data:`RULES`):
+
+* ``seed_b_tot``   the g minimising ``|b_tot - 1|`` (the seed's; kept to reproduce it);
+* ``chi_perc_max`` the g maximising ``chi_perc`` (default);
+* ``delta_b_max``  the g maximising ``z_tot_n1``;
+* ``plateau``      the g nearest 1 whose ``chi_perc`` lies within one bootstrap SE of the best
+  (the SE of the best g's value).
+
+Ties (equal values) go to the g nearest 1, then to the smaller g.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import avalanches as av
+from . import nulls
+from .stats import bootstrap_weights
+
+RULES = ("seed_b_tot", "chi_perc_max", "delta_b_max", "plateau")
+DEFAULT_RULE = "chi_perc_max"
+
+
+@dataclass
+class SequenceParts:
+    """Per-sequence sums of one lattice (float [N]; null ones [K, N])."""
+
+    time_num: np.ndarray
+    time_den: np.ndarray
+    depth_num: np.ndarray
+    depth_den: np.ndarray
+    s2: np.ndarray  # sum of n_sites^2 over avalanches, the sequence's largest excluded
+    s1: np.ndarray  # sum of n_sites over the same avalanches
+    null_time_num: np.ndarray
+    null_time_den: np.ndarray
+    null_depth_num: np.ndarray
+    null_depth_den: np.ndarray
+
+
+def _branching_parts(X: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(time_num, time_den, depth_num, depth_den) per sequence of X bool [..., N, T, L] -> [..., N]."""
+    ax = (-2, -1)
+    return ((X[..., :-1, :] & X[..., 1:, :]).sum(ax), X[..., :-1, :].sum(ax),
+            (X[..., :-1] & X[..., 1:]).sum(ax), X[..., :-1].sum(ax))
+
+
+def sequence_parts(counts: np.ndarray, valid: np.ndarray, adjacency: str = "von_neumann", null_draws: int = 100,
+                   seed: int = 0) -> SequenceParts:
+    """Per-sequence parts of b_tot, chi_perc and the N1 null of ``counts`` int [N, T, L].
+
+    The N1 draws come from the stream :func:`nulls.null_branching` uses for N1 with the same seed,
+    so the point z-score matches the sweep table's ``z_tot_n1``.
+    """
+    X = av.occupancy(counts, valid)
+    N = X.shape[0]
+    table = av.avalanche_table(counts, valid, adjacency)
+    s2, s1 = np.zeros(N), np.zeros(N)
+    if len(table):
+        seq, s = table["seq"].to_numpy(), table["n_sites"].to_numpy(dtype=float)
+        order = np.lexsort((-s, seq))
+        largest = np.r_[True, seq[order][1:] != seq[order][:-1]]
+        kept_seq, kept = seq[order][~largest], s[order][~largest]
+        np.add.at(s2, kept_seq, kept**2)
+        np.add.at(s1, kept_seq, kept)
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(len(nulls.NULLS))[nulls.NULLS.index("n1")])
+    draws = nulls.null_draws(X, valid, "n1", null_draws, rng)
+    return SequenceParts(*(p.astype(float) for p in _branching_parts(X)), s2, s1,
+                         *(p.astype(float) for p in _branching_parts(draws)))
+
+
+def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def criteria(parts: SequenceParts, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """b_tot, chi_perc and z_tot_n1 (float [B]) of the sequence multisets in ``weights`` int [B, N]."""
+    W = np.asarray(weights, dtype=float)
+    b = _div(W @ parts.time_num, W @ parts.time_den) + _div(W @ parts.depth_num, W @ parts.depth_den)
+    nb = (_div(W @ parts.null_time_num.T, W @ parts.null_time_den.T)
+          + _div(W @ parts.null_depth_num.T, W @ parts.null_depth_den.T))  # [B, K]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean, sd = np.nanmean(nb, 1), np.nanstd(nb, 1, ddof=1)
+        z = np.where(sd > 0, (b - mean) / sd, np.nan)
+    return {"b_tot": b, "chi_perc": _div(W @ parts.s2, W @ parts.s1), "z_tot_n1": z}
+
+
+def evidence(counts: np.ndarray, valid: np.ndarray, gains, adjacency: str = "von_neumann", null_draws: int = 100,
+             boot: int = 200, seed: int = 0) -> pd.DataFrame:
+    """One row per gain with each criterion, its bootstrap SE over sequences and ``abs_b_tot_minus_1``.
+
+    ``counts`` int [G, N, T, L]: the rate-matched Dataset A lattices of the gains ``gains`` [G].
+    """
+    counts = np.asarray(counts)
+    gains = np.asarray(gains, dtype=float)
+    if counts.ndim != 4 or len(counts) != len(gains):
+        raise ValueError(f"counts must be [G, N, T, L] with G = {len(gains)} gains, got shape {counts.shape}")
+    N = counts.shape[1]
+    W = np.vstack([np.ones((1, N), int), bootstrap_weights(N, boot, seed)])  # row 0: the sample itself
+    rows = []
+    for g, c in zip(gains, counts):
+        crit = criteria(sequence_parts(c, valid, adjacency, null_draws, seed), W)
+        crit["abs_b_tot_minus_1"] = np.abs(crit["b_tot"] - 1)
+        row = {"g": float(g)}
+        for name, v in crit.items():
+            row[name] = float(v[0])
+            row[f"{name}_se"] = float(np.nanstd(v[1:], ddof=1)) if np.isfinite(v[1:]).sum() > 1 else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _best(g: np.ndarray, v: np.ndarray, maximise: bool) -> int:
+    """Index of the best finite value; ties to the g nearest 1, then the smaller g."""
+    v = np.where(np.isfinite(v), v if maximise else -v, -np.inf)
+    if not np.isfinite(v).any():
+        raise ValueError("every value of the criterion is undefined (NaN): no gain can be chosen")
+    tied = np.flatnonzero(v == v.max())
+    return int(tied[np.lexsort((g[tied], np.abs(g[tied] - 1)))[0]])
+
+
+def pick(ev: pd.DataFrame, rule: str) -> float:
+    """The gain chosen by ``rule`` from an :func:`evidence` table."""
+    if rule not in RULES:
+        raise ValueError(f"unknown g* rule {rule!r}; rules: {', '.join(RULES)}")
+    g = ev["g"].to_numpy(float)
+    if rule == "seed_b_tot":
+        return float(g[_best(g, ev["abs_b_tot_minus_1"].to_numpy(float), maximise=False)])
+    if rule == "delta_b_max":
+        return float(g[_best(g, ev["z_tot_n1"].to_numpy(float), maximise=True)])
+    v = ev["chi_perc"].to_numpy(float)
+    i = _best(g, v, maximise=True)
+    if rule == "chi_perc_max":
+        return float(g[i])
+    se = ev["chi_perc_se"].to_numpy(float)[i]
+    band = v >= v[i] - (se if np.isfinite(se) else 0.0)
+    close = np.flatnonzero(band & np.isfinite(v))
+    return float(g[close[np.lexsort((g[close], np.abs(g[close] - 1)))[0]]])
+
+
+def picks(ev: pd.DataFrame) -> dict[str, float]:
+    """Every rule's gain."""
+    return {rule: pick(ev, rule) for rule in RULES}

@@ -1,0 +1,132 @@
+"""Replication on other models: the measurements of phases 01-04 (gain on every MLP) for one model,
+and the per-gain curves that put models side by side.
+
+:func:`measure` runs, for a model, with the run's params: calibration on Dataset A, the g = 1
+rate-matched lattice and its avalanche summary, the gain sweep (ablation ``all``), the g* evidence
+and every rule's pick (A only), Dataset B's signatures and perplexity, and ARC on the grid questions.
+The run's own model is not measured again: :func:`curves` reads it from phases 03 and 04.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import avalanches as av
+from . import gstar, hooks, scoring, sweep, transfer
+from . import lattice as lat
+
+#: per-gain columns of ``replication.parquet``
+CURVE_COLUMNS = ("model", "g", "rate_fixed", "b_tot", "delta_b_tot_n1", "z_tot_n1", "chi_perc", "perplexity_b",
+                 "arc_acc", "arc_acc_norm", "is_gstar")
+
+
+class ReplicationModelError(RuntimeError):
+    """A replication model could not be loaded offline or is not supported."""
+
+
+def load(name: str, dtype: str, device: str, seed: int):
+    """The model, or ReplicationModelError naming it and why (so the other models can go on)."""
+    from .models import load_model
+
+    try:
+        lm = load_model(name, dtype=dtype, device=device, seed=seed)
+        hooks.architecture(lm.model)
+    except Exception as err:  # noqa: BLE001 - any load failure is reported per model, with its cause
+        raise ReplicationModelError(f"replication model {name!r} cannot be used offline: "
+                                    f"{type(err).__name__}: {err}") from err
+    if lm.tokenizer is None:
+        raise ReplicationModelError(f"replication model {name!r} has no tokenizer (a test model?)")
+    return lm
+
+
+def family_relation(model_types: list[str]) -> str:
+    """'same family' when every model shares its architecture family, else 'cross-family'."""
+    fam = {hooks.FAMILIES.get(t) for t in model_types}
+    base = {t.replace("_text", "").rstrip("0123456789") for t in model_types}
+    return "same family" if len(fam) == 1 and len(base) == 1 else "cross-family"
+
+
+def _main_rows(rows: pd.DataFrame, mode: str = "rate_matched") -> pd.DataFrame:
+    sel = rows[(rows.ablation == "all") & (rows.spike_def == "pos") & (rows.threshold_mode == mode)
+               & (rows.target_rate == rows.target_rate.iloc[0])]
+    return sel.sort_values("g").reset_index(drop=True)
+
+
+def curves(name: str, sweep_rows: pd.DataFrame, ppl: pd.DataFrame, arc_grid: pd.DataFrame, g_star: float) -> pd.DataFrame:
+    """Per-gain curves of one model (:data:`CURVE_COLUMNS`): fixed-threshold rate, rate-matched b_tot,
+    delta-b / z (N1) and chi_perc (pos), B perplexity, ARC acc / acc_norm over the grid questions."""
+    rm, fx = _main_rows(sweep_rows), _main_rows(sweep_rows, "fixed")
+    pooled = arc_grid[arc_grid.subset == "all"].sort_values("g").reset_index(drop=True)
+    out = pd.DataFrame({"model": name, "g": rm.g, "rate_fixed": fx.rate_mean, "b_tot": rm.b_tot,
+                        "delta_b_tot_n1": rm.delta_b_tot_n1, "z_tot_n1": rm.z_tot_n1, "chi_perc": rm.chi_perc})
+    for col, frame, src in (("perplexity_b", ppl, "perplexity"), ("arc_acc", pooled, "acc"),
+                            ("arc_acc_norm", pooled, "acc_norm")):
+        out[col] = [float(frame.loc[np.isclose(frame.g, g), src].iloc[0]) if np.isclose(frame.g, g).any() else np.nan
+                    for g in out.g]
+    out["is_gstar"] = np.isclose(out.g, g_star)
+    return out[list(CURVE_COLUMNS)]
+
+
+def measure(name: str, p: dict[str, Any], log=print) -> dict[str, Any]:
+    """Phases 01-04 (ablation ``all``, grid ARC questions only) for model ``name`` with params ``p``.
+
+    Returns ``{"info", "summary_g1", "sweep", "evidence", "picks", "gstar", "transfer", "arc", "arc_grid"}``.
+    """
+    from .data import build_slice, load_arc
+    from .runtime import dataset_a_slices
+
+    lm = load(name, p["dtype"], p["device"], p["seed"])
+    arch = hooks.architecture(lm.model)
+    window, seed, bs = p["window"], p["seed"], p["batch_size"]
+    calib_slice, a_slice = dataset_a_slices(lm.tokenizer, p["dataset_a"], p["n_calibration"], p["n_sequences"],
+                                            window, seed)
+    valid = lat.valid_mask(p["n_sequences"], window, p["exclude_first_token"])
+    calibration = lat.calibrate(lm.model, calib_slice.tokens, lat.valid_mask(p["n_calibration"], window,
+                                                                              p["exclude_first_token"]), bs, False)
+    rates = lat.scale_seed_rates(p["target_rates"], calibration.d_ff, p["rate_reference_d_ff"])
+    base, targets, fixed = sweep.reference(lm.model, a_slice.tokens, valid, calibration, rates, p["target_profile"],
+                                           p["z_floor"], p["reference_tau"], bs, False)
+    adjacency = p["adjacencies"][0]
+    summary = av.summarise(base[0].counts["pos"], valid, adjacency)
+    gains = sweep.check_gains(p["gains"])
+    kw = dict(adjacency=adjacency, null_draws=p["null_draws"], gof_draws=p["gof_draws"], boot=p["bootstrap_draws"],
+              alpha_range=p["alpha_range"], seed=seed, floor=p["z_floor"], batch_size=bs, progress=False)
+    res = sweep.run(lm.model, a_slice.tokens, valid, calibration, gains, rates, targets, fixed, "all", log=log, **kw)
+    rows = pd.DataFrame(res.rows)
+    ev = gstar.evidence(res.lattices["pos"], valid, gains, adjacency, p["null_draws"], p["bootstrap_draws"], seed)
+    picked = gstar.picks(ev)
+    g_star = picked[p["gstar_rule"]]
+    # B and ARC only after g* is fixed from A
+    slice_b = build_slice(lm.tokenizer, p["dataset_b"], p["n_sequences_b"], window, seed=seed)
+    valid_b = lat.valid_mask(p["n_sequences_b"], window, p["exclude_first_token"])
+    b_rows = transfer.signatures(lm.model, slice_b.tokens, valid_b, calibration, [1.0, g_star], rates, targets, fixed,
+                                 log=None, **kw)
+    ppl = transfer.perplexity_table(lm.model, slice_b.tokens, gains, p["score_batch_size"], log=None)
+    grid = load_arc(p["arc_subsets"], limit=p["arc_grid_limit"], seed=seed)
+    arc, _ = scoring.arc_sweep(lm.model, lm.tokenizer, grid, grid, gains, (), p["score_batch_size"], log=log)
+    arc_sum = scoring.arc_summary(arc, g_star, boot=1000, seed=seed)
+    info = lm.describe() | {"d_ff": arch.d_ff, "n_layers": arch.n_layers}
+    return {"info": info, "summary_g1": summary, "sweep": rows, "evidence": ev, "picks": picked, "gstar": g_star,
+            "transfer": transfer.headline(ppl, b_rows, rows, g_star), "arc": arc, "arc_grid": pd.DataFrame(arc_sum["grid"]),
+            "mcnemar": arc_sum["mcnemar"]}
+
+
+def side_by_side(models: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One column per model: architecture, g = 1 signatures (rate-matched, pos), every rule's g*, and at
+    g = 1 / g*: B perplexity and ARC accuracy (grid questions, pooled)."""
+    cols = {}
+    for name, m in models.items():
+        c = m["curves"]
+        g1, gs = c[np.isclose(c.g, 1.0)].iloc[0], c[c.is_gstar].iloc[0]
+        col = {"model_type": m["info"]["model_type"], "layers": m["info"]["num_layers"], "d_ff": m["info"]["d_ff"],
+               "rate (g=1)": g1.rate_fixed, "b_tot (g=1)": g1.b_tot, "delta_b_tot N1 (g=1)": g1.delta_b_tot_n1,
+               "z_tot N1 (g=1)": g1.z_tot_n1, "chi_perc (g=1)": g1.chi_perc}
+        col |= {f"g* {rule}": g for rule, g in m["picks"].items()}
+        col |= {"g*": gs.g, "B perplexity (g=1)": g1.perplexity_b, "B perplexity (g*)": gs.perplexity_b,
+                "ARC acc (g=1)": g1.arc_acc, "ARC acc (g*)": gs.arc_acc,
+                "ARC acc_norm (g=1)": g1.arc_acc_norm, "ARC acc_norm (g*)": gs.arc_acc_norm}
+        cols[name] = col
+    return pd.DataFrame(cols)

@@ -1,0 +1,131 @@
+"""Log-likelihood scoring: continuations, ARC choice, perplexity, against direct recomputation."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from avalanche_nb import data, hooks, scoring
+from avalanche_nb.models import load_model
+
+TINY = ["tiny-llama", "tiny-qwen2", "tiny-gemma3", "tiny-gpt-neox", "tiny-gpt2"]
+
+
+def naive_loglik(model, context, continuation):
+    """One unpadded full forward with the model's own LM head (logits as HF returns them)."""
+    ids = torch.tensor([list(context) + list(continuation)])
+    with torch.no_grad():
+        lp = torch.log_softmax(model(ids).logits.float(), -1)[0]
+    n = len(context)
+    return sum(float(lp[n - 1 + k, t]) for k, t in enumerate(continuation))
+
+
+def random_prompts(rng, n=9, vocab=100):
+    def seq(lo, hi):
+        return tuple(int(x) for x in rng.integers(3, vocab, rng.integers(lo, hi)))
+    return [scoring.Prompt(seq(1, 9), tuple(seq(1, 5) for _ in range(rng.integers(2, 6)))) for _ in range(n)]
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_batched_shared_context_scoring_equals_one_at_a_time(name):
+    model = load_model(name).model
+    prompts = random_prompts(np.random.default_rng(1))
+    got = scoring.continuation_loglik(model, prompts, batch_size=4)
+    want = [naive_loglik(model, p.context, c) for p in prompts for c in p.continuations]
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_scoring_applies_gemmas_final_logit_softcap():
+    model = load_model("tiny-gemma3").model
+    model.config.final_logit_softcapping = 0.5  # tiny logits: a small cap makes it matter
+    prompts = random_prompts(np.random.default_rng(2), n=4)
+    got = scoring.continuation_loglik(model, prompts, batch_size=3)
+    want = [naive_loglik(model, p.context, c) for p in prompts for c in p.continuations]
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    model.config.final_logit_softcapping = None
+    assert not np.allclose(scoring.continuation_loglik(model, prompts), got, atol=1e-3)
+
+
+def test_scoring_under_a_gain_equals_the_hooked_model():
+    model = load_model("tiny-llama").model
+    prompts = random_prompts(np.random.default_rng(3), n=4)
+    got = scoring.continuation_loglik(model, prompts, g=1.7)
+    with hooks.gain(model, 1.7):
+        want = [naive_loglik(model, p.context, c) for p in prompts for c in p.continuations]
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert hooks.hook_count(model) == 0
+
+
+def test_choose_picks_by_sum_and_by_character():
+    # sums -4 and -6: acc picks choice 0; per character -4/2 = -2 < -6/6 = -1: acc_norm picks choice 1
+    assert scoring.choose([-4.0, -6.0], [2, 6]) == (0, 1)
+    assert scoring.choose([-3.0, -3.0, -9.0], [3, 3, 1]) == (0, 0)  # ties go to the first choice
+    with pytest.raises(ValueError):
+        scoring.choose([-1.0], [1])
+
+
+def test_perplexity_is_exp_mean_token_nll_by_hand():
+    model = load_model("tiny-llama").model
+    tokens = np.random.default_rng(0).integers(3, 128, (3, 12))
+    nll = scoring.window_nll(model, tokens, batch_size=2)
+    with torch.no_grad():
+        logits = model(torch.tensor(tokens)).logits[:, :-1]
+    by_hand = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.tensor(tokens)[:, 1:].reshape(-1),
+                              reduction="none").reshape(3, 11).double().numpy()
+    np.testing.assert_allclose(nll, by_hand, atol=1e-5)
+    assert scoring.perplexity(nll) == pytest.approx(float(np.exp(by_hand.mean())), rel=1e-6)
+    with pytest.raises(ValueError):
+        scoring.perplexity(np.zeros(0))
+
+
+@pytest.fixture(scope="module")
+def smol_tokenizer():
+    return load_model("smollm2-135m-instruct").tokenizer
+
+
+@pytest.fixture(scope="module")
+def wide_tiny_llama(smol_tokenizer):
+    """A random 2-layer Llama over SmolLM2's vocabulary, so real ARC prompts can be scored fast."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def test_arc_questions_with_three_or_five_choices_are_scored(smol_tokenizer, wide_tiny_llama):
+    arc = data.load_arc()
+    odd = [q for q in arc if len(q.choices) == 3][:2] + [q for q in arc if len(q.choices) == 5][:2] + arc[:2]
+    df = scoring.score_arc(wide_tiny_llama, smol_tokenizer, odd, batch_size=4)
+    assert len(df) == len(odd) and df.n_choices.tolist() == [len(q.choices) for q in odd]
+    prompts, chars = scoring.arc_prompts(smol_tokenizer, odd)
+    assert len(chars) == sum(len(q.choices) for q in odd)
+    for q, p, row in zip(odd, prompts, df.itertuples()):
+        assert smol_tokenizer.decode(list(p.context)).endswith(scoring.ARC_PROMPT.format(question=q.question))
+        assert [smol_tokenizer.decode(list(c)) for c in p.continuations] == [" " + c for c in q.choices]
+        want = [naive_loglik(wide_tiny_llama, p.context, c) for c in p.continuations]
+        np.testing.assert_allclose(row.loglik, want, atol=1e-4)
+        assert row.pred == int(np.argmax(want)) and row.correct == (row.pred == q.answer)
+        norm = np.asarray(want) / np.array([len(" " + c) for c in q.choices])
+        assert row.pred_norm == int(np.argmax(norm))
+
+
+def test_arc_sweep_scores_the_grid_everywhere_and_everything_at_full_gains(smol_tokenizer, wide_tiny_llama):
+    from avalanche_nb.stats import mcnemar
+
+    full = data.load_arc("ARC-Easy", limit=8, seed=1)
+    grid = full[:3]
+    arc, seconds = scoring.arc_sweep(wide_tiny_llama, smol_tokenizer, full, grid, [0.5, 1.0, 1.5], full_at=[1.0, 1.5],
+                                     batch_size=4, log=None)
+    assert arc.groupby("g").size().to_dict() == {0.5: 3, 1.0: 8, 1.5: 8}
+    assert set(seconds) == {1.0, 1.5} and arc.in_grid.sum() == 9
+    s = scoring.arc_summary(arc, 1.5, boot=50)
+    assert s["mcnemar_set"] == "full" and s["mcnemar"]["all"]["n"] == 8
+    a, b = arc[arc.g == 1.0].sort_values("id"), arc[arc.g == 1.5].sort_values("id")
+    assert s["mcnemar"]["ARC-Easy"]["acc"] == mcnemar(a.correct, b.correct)
+    grid_rows = {(r["subset"], r["g"]): r for r in s["grid"]}
+    assert grid_rows[("all", 0.5)]["n"] == 3 and grid_rows[("ARC-Easy", 1.0)]["n"] == 3
+    assert s["full_gains"] == [1.0, 1.5]
+    with pytest.raises(ValueError, match="subset"):
+        scoring.arc_sweep(wide_tiny_llama, smol_tokenizer, grid, full, [1.0], log=None)
