@@ -208,3 +208,44 @@ def test_bad_gain_target():
     with pytest.raises(ValueError, match="mlp' or 'attn"):
         with hooks.gain(model, 2.0, "resid"):
             pass
+
+
+def test_gemma_mlp_update_by_hand_geglu_tanh_sandwich_norms_and_gain():
+    """Gemma-3 by hand: update = post_ff_norm(down(gelu_tanh(gate(n)) * up(n))), n = pre_ff_norm(r), where
+    r is the residual after attention; the layer outputs r + g * update, and the tap is the down_proj input."""
+    model = load_model("tiny-gemma3").model
+    x = ids()
+    arch = hooks.architecture(model)
+    for l, layer in enumerate(arch.layers):
+        seen = {}
+        handles = [layer.pre_feedforward_layernorm.register_forward_pre_hook(
+                       lambda m, a: seen.__setitem__("r", a[0].detach().clone())),
+                   layer.register_forward_hook(lambda m, a, o: seen.__setitem__(
+                       "out", (o[0] if isinstance(o, tuple) else o).detach().clone()))]
+        try:
+            taps = capture_tap(model, x)
+            r, out1 = seen["r"], seen["out"]
+            with hooks.gain(model, 2.0, layers=[l]):
+                hooks.forward_hidden(model, x)
+            out2 = seen["out"]
+        finally:
+            for h in handles:
+                h.remove()
+        n = layer.pre_feedforward_layernorm(r)
+        mlp = layer.mlp
+        u = F.gelu(n @ mlp.gate_proj.weight.T, approximate="tanh") * (n @ mlp.up_proj.weight.T)
+        update = layer.post_feedforward_layernorm(u @ mlp.down_proj.weight.T)
+        torch.testing.assert_close(taps[l], u, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out1, r + update, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out2, r + 2 * update, rtol=1e-5, atol=1e-5)  # layer l's input is unchanged
+    assert hooks.hook_count(model) == 0
+
+
+def test_forward_hidden_includes_gemmas_scaled_embeddings():
+    model = load_model("tiny-gemma3").model
+    x = ids()
+    with torch.no_grad():
+        ref = model(x, output_hidden_states=True).hidden_states
+        emb = F.embedding(x, model.get_input_embeddings().weight)  # the raw lookup, unscaled
+    torch.testing.assert_close(ref[0], emb * torch.tensor(model.config.hidden_size ** 0.5, dtype=emb.dtype))
+    torch.testing.assert_close(hooks.forward_hidden(model, x), ref[-1])
