@@ -168,12 +168,18 @@ def chi_perc(table: pd.DataFrame) -> float:
     except the largest one of each sequence (one per sequence on ties), pooled over sequences.
     NaN when nothing is left after the exclusion (e.g. at most one avalanche per sequence).
     """
+    _, kept = clusters_but_largest(table)
+    return _ratio((kept**2).sum(), kept.sum())
+
+
+def clusters_but_largest(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(seq int [M], n_sites float [M]) of every avalanche but the largest of each sequence (one on ties):
+    the clusters :func:`chi_perc` sums over."""
     seq = table["seq"].to_numpy()
     s = table["n_sites"].to_numpy(dtype=float)
     order = np.lexsort((-s, seq))  # by sequence, largest cluster first within each
     largest = np.r_[True, seq[order][1:] != seq[order][:-1]] if len(s) else np.zeros(0, bool)
-    kept = s[order][~largest]
-    return _ratio((kept**2).sum(), kept.sum())
+    return seq[order][~largest], s[order][~largest]
 
 
 def summarise(A: np.ndarray, valid: np.ndarray | None = None, adjacency: str = "von_neumann") -> dict:

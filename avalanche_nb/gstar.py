@@ -71,36 +71,25 @@ def sequence_parts(counts: np.ndarray, valid: np.ndarray, adjacency: str = "von_
     """
     X = av.occupancy(counts, valid)
     N = X.shape[0]
-    table = av.avalanche_table(counts, valid, adjacency)
+    kept_seq, kept = av.clusters_but_largest(av.avalanche_table(counts, valid, adjacency))
     s2, s1 = np.zeros(N), np.zeros(N)
-    if len(table):
-        seq, s = table["seq"].to_numpy(), table["n_sites"].to_numpy(dtype=float)
-        order = np.lexsort((-s, seq))
-        largest = np.r_[True, seq[order][1:] != seq[order][:-1]]
-        kept_seq, kept = seq[order][~largest], s[order][~largest]
-        np.add.at(s2, kept_seq, kept**2)
-        np.add.at(s1, kept_seq, kept)
-    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(len(nulls.NULLS))[nulls.NULLS.index("n1")])
-    draws = nulls.null_draws(X, valid, "n1", null_draws, rng)
+    np.add.at(s2, kept_seq, kept**2)
+    np.add.at(s1, kept_seq, kept)
+    draws = nulls.null_draws(X, valid, "n1", null_draws, nulls.null_rng(seed, "n1"))
     return SequenceParts(*(p.astype(float) for p in _branching_parts(X)), s2, s1,
                          *(p.astype(float) for p in _branching_parts(draws)))
-
-
-def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
 def criteria(parts: SequenceParts, weights: np.ndarray) -> dict[str, np.ndarray]:
     """b_tot, chi_perc and z_tot_n1 (float [B]) of the sequence multisets in ``weights`` int [B, N]."""
     W = np.asarray(weights, dtype=float)
-    b = _div(W @ parts.time_num, W @ parts.time_den) + _div(W @ parts.depth_num, W @ parts.depth_den)
-    nb = (_div(W @ parts.null_time_num.T, W @ parts.null_time_den.T)
-          + _div(W @ parts.null_depth_num.T, W @ parts.null_depth_den.T))  # [B, K]
+    b = av._ratios(W @ parts.time_num, W @ parts.time_den) + av._ratios(W @ parts.depth_num, W @ parts.depth_den)
+    nb = (av._ratios(W @ parts.null_time_num.T, W @ parts.null_time_den.T)
+          + av._ratios(W @ parts.null_depth_num.T, W @ parts.null_depth_den.T))  # [B, K]
     with np.errstate(invalid="ignore", divide="ignore"):
         mean, sd = np.nanmean(nb, 1), np.nanstd(nb, 1, ddof=1)
         z = np.where(sd > 0, (b - mean) / sd, np.nan)
-    return {"b_tot": b, "chi_perc": _div(W @ parts.s2, W @ parts.s1), "z_tot_n1": z}
+    return {"b_tot": b, "chi_perc": av._ratios(W @ parts.s2, W @ parts.s1), "z_tot_n1": z}
 
 
 def evidence(counts: np.ndarray, valid: np.ndarray, gains, adjacency: str = "von_neumann", null_draws: int = 100,
@@ -127,13 +116,17 @@ def evidence(counts: np.ndarray, valid: np.ndarray, gains, adjacency: str = "von
     return pd.DataFrame(rows)
 
 
+def _nearest_one(g: np.ndarray, idx: np.ndarray) -> int:
+    """The index among ``idx`` whose gain is nearest 1 (then the smaller gain)."""
+    return int(idx[np.lexsort((g[idx], np.abs(g[idx] - 1)))[0]])
+
+
 def _best(g: np.ndarray, v: np.ndarray, maximise: bool) -> int:
     """Index of the best finite value; ties to the g nearest 1, then the smaller g."""
     v = np.where(np.isfinite(v), v if maximise else -v, -np.inf)
     if not np.isfinite(v).any():
         raise ValueError("every value of the criterion is undefined (NaN): no gain can be chosen")
-    tied = np.flatnonzero(v == v.max())
-    return int(tied[np.lexsort((g[tied], np.abs(g[tied] - 1)))[0]])
+    return _nearest_one(g, np.flatnonzero(v == v.max()))
 
 
 def pick(ev: pd.DataFrame, rule: str) -> float:
@@ -151,8 +144,7 @@ def pick(ev: pd.DataFrame, rule: str) -> float:
         return float(g[i])
     se = ev["chi_perc_se"].to_numpy(float)[i]
     band = v >= v[i] - (se if np.isfinite(se) else 0.0)
-    close = np.flatnonzero(band & np.isfinite(v))
-    return float(g[close[np.lexsort((g[close], np.abs(g[close] - 1)))[0]]])
+    return float(g[_nearest_one(g, np.flatnonzero(band & np.isfinite(v)))])
 
 
 def picks(ev: pd.DataFrame) -> dict[str, float]:

@@ -337,6 +337,12 @@ def _summary(observed: float, values: np.ndarray) -> dict[str, float]:
     return {"mean": mean, "lo": lo, "hi": hi, "sd": sd, "delta": delta, "z": z}
 
 
+def null_rng(seed: int, null: str) -> np.random.Generator:
+    """The random stream of ``null`` for ``seed``: ``SeedSequence(seed).spawn(len(NULLS))[NULLS.index(null)]``."""
+    _check_null(null)
+    return np.random.default_rng(np.random.SeedSequence(seed).spawn(len(NULLS))[NULLS.index(null)])
+
+
 def null_branching(
     X: np.ndarray,
     valid: np.ndarray | None,
@@ -372,10 +378,9 @@ def null_branching(
     k = _check_count(k, "k")
     step = _chunk_size(k, X.size, chunk)
     observed = {d: float(v[0]) for d, v in branching_batch(X[None]).items()}
-    streams = dict(zip(NULLS, np.random.SeedSequence(seed).spawn(len(NULLS))))
     result: dict = {"observed": observed}
     for null in nulls:
-        rng = np.random.default_rng(streams[null])
+        rng = null_rng(seed, null)
         kw = {"trades": trades} if null == "n3" and trades is not None else {}
         parts = [branching_batch(null_draws(X, valid, null, min(step, k - i), rng, **kw)) for i in range(0, k, step)]
         result[null] = {d: _summary(observed[d], np.concatenate([p[d] for p in parts])) for d in DIRECTIONS}

@@ -49,16 +49,10 @@ def family_relation(model_types: list[str]) -> str:
     return "same family" if len(fam) == 1 and len(base) == 1 else "cross-family"
 
 
-def _main_rows(rows: pd.DataFrame, mode: str = "rate_matched") -> pd.DataFrame:
-    sel = rows[(rows.ablation == "all") & (rows.spike_def == "pos") & (rows.threshold_mode == mode)
-               & (rows.target_rate == rows.target_rate.iloc[0])]
-    return sel.sort_values("g").reset_index(drop=True)
-
-
 def curves(name: str, sweep_rows: pd.DataFrame, ppl: pd.DataFrame, arc_grid: pd.DataFrame, g_star: float) -> pd.DataFrame:
     """Per-gain curves of one model (:data:`CURVE_COLUMNS`): fixed-threshold rate, rate-matched b_tot,
     delta-b / z (N1) and chi_perc (pos), B perplexity, ARC acc / acc_norm over the grid questions."""
-    rm, fx = _main_rows(sweep_rows), _main_rows(sweep_rows, "fixed")
+    rm, fx = sweep.main_rows(sweep_rows), sweep.main_rows(sweep_rows, mode="fixed")
     pooled = arc_grid[arc_grid.subset == "all"].sort_values("g").reset_index(drop=True)
     out = pd.DataFrame({"model": name, "g": rm.g, "rate_fixed": fx.rate_mean, "b_tot": rm.b_tot,
                         "delta_b_tot_n1": rm.delta_b_tot_n1, "z_tot_n1": rm.z_tot_n1, "chi_perc": rm.chi_perc})

@@ -109,7 +109,7 @@ def continuation_loglik(model: nn.Module, prompts: Sequence[Prompt], batch_size:
 
     Each context runs once (``batch_size`` prompts per pass, right-padded, masked); its key/value
     cache is then repeated for the prompt's continuations, which run in a second pass with positions
-    continuing after their own context. Sharing the context cuts the tokens per ARC question ≈ 2.8×.
+    continuing after their own context (on SmolLM2, CPU: ≈ 1.9× faster than scoring full sequences).
     """
     _check_prompts(prompts)
     device = next(model.parameters()).device

@@ -165,6 +165,15 @@ def run(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calibration, ga
 # --------------------------------------------------------------------------- rows of the sweep table
 
 
+def main_rows(rows: "pd.DataFrame", spike_def: str = "pos", mode: str = "rate_matched") -> "pd.DataFrame":
+    """The headline rows of a sweep table: ablation ``all``, the first target rate, one spike definition
+    and threshold mode, sorted by g (index reset)."""
+    sel = rows[(rows.ablation == "all") & (rows.spike_def == spike_def) & (rows.threshold_mode == mode)
+               & (rows.target_rate == rows.target_rate.iloc[0])]
+    return sel.sort_values("g").reset_index(drop=True)
+
+
+
 def token_series(counts: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Spike counts per token [N, T'] summed over layers, over the token positions valid in every sequence."""
     return counts.sum(2)[:, valid.all(0)]

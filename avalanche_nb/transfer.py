@@ -48,8 +48,7 @@ def headline(ppl: pd.DataFrame, b_rows: pd.DataFrame, a_rows: pd.DataFrame, gsta
     """One row per gain: B's perplexity, and at g = 1 and g* the rate-matched signatures of B and
     (prefixed ``a_``) of A, for ``spike_def`` at the first target rate."""
     def pick(rows: pd.DataFrame, prefix: str) -> pd.DataFrame:
-        sel = rows[(rows.spike_def == spike_def) & (rows.threshold_mode == "rate_matched")
-                   & (rows.target_rate == rows.target_rate.iloc[0]) & (rows.ablation == "all")]
+        sel = sweep.main_rows(rows, spike_def)
         return sel[["g", *SIGNATURES]].rename(columns={c: prefix + c for c in SIGNATURES})
 
     out = ppl.copy()

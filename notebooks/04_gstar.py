@@ -106,9 +106,7 @@ valid = lattices["valid"]
 # %%
 t0 = time.perf_counter()
 evidence = gstar.evidence(lattices["counts_pos"], valid, gain_grid, adjacency, null_draws, bootstrap_draws, seed)
-main_a = sweep_table[(sweep_table.ablation == "all") & (sweep_table.spike_def == "pos")
-                     & (sweep_table.threshold_mode == "rate_matched")
-                     & (sweep_table.target_rate == sweep_table.target_rate.iloc[0])].sort_values("g")
+main_a = sweep.main_rows(sweep_table)
 for col in ("b_tot", "chi_perc", "z_tot_n1"):
     if not np.allclose(evidence[col], main_a[col], equal_nan=True):
         raise RuntimeError(f"{col} recomputed from the lattices differs from the sweep table")
