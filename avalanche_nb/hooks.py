@@ -9,6 +9,9 @@ Hook points (per decoder layer ``l``):
   ``post_feedforward_layernorm``); the gain multiplies this.
 * ``attn.out`` — the attention block's contribution right before the residual add.
 * ``resid.out`` — the decoder layer's output hidden state [B, T, d_model].
+* ``attn.norm`` / ``mlp.norm`` — the norms in front of the attention block and of the MLP
+  (``input_layernorm``; Llama's ``post_attention_layernorm``, Gemma's ``pre_feedforward_layernorm``).
+* ``attn`` — the attention module itself (its eager weights give the attention-sink mass).
 
 Every context manager removes its hooks on exit, also when the forward pass raises.
 """
@@ -33,18 +36,23 @@ class _Family:
     mlp_out: str  # module whose *output* is the MLP contribution to the residual stream
     attn_out: str  # module whose *output* (or output[0]) is the attention contribution
     gated: bool
+    attn_norm: str = "input_layernorm"  # norm whose output is the attention block's input
+    mlp_norm: str = "post_attention_layernorm"  # norm whose output is the MLP's input
+    attn: str = "self_attn"  # attention module, returns (output, weights)
 
 
 _LLAMA = _Family(tap="mlp.down_proj", mlp_out="mlp", attn_out="self_attn", gated=True)
 # Gemma-2/3 wrap both blocks in a post-norm; scaling the raw MLP output would be normalised away.
 _GEMMA = _Family(tap="mlp.down_proj", mlp_out="post_feedforward_layernorm",
-                 attn_out="post_attention_layernorm", gated=True)
+                 attn_out="post_attention_layernorm", gated=True, mlp_norm="pre_feedforward_layernorm")
 
 FAMILIES: dict[str, _Family] = {
     "llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "olmo": _LLAMA,
     "gemma2": _GEMMA, "gemma3": _GEMMA, "gemma3_text": _GEMMA,
-    "gpt_neox": _Family(tap="mlp.dense_4h_to_h", mlp_out="mlp", attn_out="attention", gated=False),
-    "gpt2": _Family(tap="mlp.c_proj", mlp_out="mlp", attn_out="attn", gated=False),
+    "gpt_neox": _Family(tap="mlp.dense_4h_to_h", mlp_out="mlp", attn_out="attention", gated=False,
+                        attn="attention"),
+    "gpt2": _Family(tap="mlp.c_proj", mlp_out="mlp", attn_out="attn", gated=False, attn_norm="ln_1",
+                    mlp_norm="ln_2", attn="attn"),
 }
 
 
@@ -59,6 +67,9 @@ class Architecture:
     attn_out: list[nn.Module]
     gated: bool
     d_ff: int
+    attn_norm: list[nn.Module]
+    mlp_norm: list[nn.Module]
+    attn: list[nn.Module]
 
     @property
     def n_layers(self) -> int:
@@ -93,11 +104,13 @@ def architecture(model: nn.Module) -> Architecture:
         tap = [layer.get_submodule(family.tap) for layer in layers]
         mlp_out = [layer.get_submodule(family.mlp_out) for layer in layers]
         attn_out = [layer.get_submodule(family.attn_out) for layer in layers]
+        norms = [[layer.get_submodule(name) for layer in layers] for name in (family.attn_norm, family.mlp_norm)]
+        attn = [layer.get_submodule(family.attn) for layer in layers]
     except AttributeError as err:
         raise UnsupportedArchitectureError(
             f"{type(model).__name__} (model_type={model_type!r}) lacks an expected submodule: {err}") from err
     d_ff = tap[0].in_features if hasattr(tap[0], "in_features") else tap[0].weight.shape[0]  # GPT-2 Conv1D
-    return Architecture(model_type, layers, tap, mlp_out, attn_out, family.gated, int(d_ff))
+    return Architecture(model_type, layers, tap, mlp_out, attn_out, family.gated, int(d_ff), *norms, attn)
 
 
 @contextmanager

@@ -18,7 +18,9 @@ import yaml
 from .avalanches import ADJACENCIES
 from .data import ARC_SUBSETS, SOURCES
 from .gstar import RULES
+from .interventions import MODES
 from .lattice import TARGET_PROFILES
+from .massive import CRITERIA
 from .sweep import ABLATIONS, check_gains
 
 
@@ -119,8 +121,30 @@ SCHEMA: dict[str, Param] = {
     # replication
     "replication_models": Param(["smollm2-135m-instruct", "gemma3-270m"], list,
                                 "models compared in 05_replication (registry names, local paths or cached HF ids); "
-                                "the run's `model` is reused from phases 01-04", item=str,
-                                check=lambda v: None if v else "must list at least one model"),
+                                "the run's `model` is reused from phases 01-04; 06_massive analyses `model` and these",
+                                item=str, check=lambda v: None if v else "must list at least one model"),
+    # massive activations
+    "ma_probe_sequences": Param(10, int, "Dataset A windows of the MA probe slice (profiles, ME layer, sinks)", check=_positive),
+    "ma_calibration_sequences": Param(16, int, "Dataset A windows (after the probe's) whose MA-site means the `mean` "
+                                      "intervention writes", check=_positive),
+    "ma_top_k": Param(10, int, "largest |h| entries kept per layer and sequence", check=_positive),
+    "ma_criterion": Param("sun", str, "MA criterion that defines the ME layer: sun (|a| > 100 and |a|/median >= 1000) or "
+                          "relaxed (|a|/median >= ma_relaxed_ratio)", check=_one_of(CRITERIA)),
+    "ma_relaxed_ratio": Param(100.0, NUM, "top-1/median ratio of the relaxed criterion (small models, seed 003)",
+                              check=_positive),
+    "ma_interventions": Param(list(MODES), list, "edits of the MA sites from the ME layer on: zero, mean (calibration "
+                              "mean), clip", item=str, check=_each_one_of(MODES)),
+    "ma_clip_multiple": Param(10.0, NUM, "the clip intervention clamps MA sites to this multiple of the layer's median |h|",
+                              check=_positive),
+    "rigidity_alphas": Param([0.0], list, "rigidity reduction: factors for the largest dims of the MA token's normed "
+                             "state, each in [0, 1] (0 zeroes them, as the ME_Layer code)", item=NUM,
+                             check=lambda v: None if v and all(0 <= a <= 1 for a in v) else "must list alphas in [0, 1]"),
+    "rigidity_mask_rates": Param([0.01], list, "rigidity reduction: fractions of d_model scaled (int(rate · d) dims, >= 1)",
+                                 item=NUM, check=lambda v: None if v and all(0 < r <= 1 for r in v) else "must list rates in (0, 1]"),
+    "rigidity_controls": Param(3, int, "control layers for the rigidity reduction besides the ME layer, evenly spread; "
+                               "null: every other layer", nullable=True, check=lambda v: None if v >= 0 else "must be >= 0"),
+    "rigidity_arc_limit": Param(25, int, "ARC questions per subset scored per rigidity configuration (seeded); null: all",
+                                nullable=True, check=_positive),
 }
 
 #: keys the runner injects into every notebook (not user params)

@@ -159,3 +159,42 @@ def arc_accuracy(acc, gstar: float) -> go.Figure:
     fig.update_layout(title="ARC accuracy vs gain (bootstrap 95% CIs)", xaxis_title="g", yaxis_title="accuracy",
                       height=420)
     return fig
+
+
+def ma_profile(profile, me: dict, title: str) -> go.Figure:
+    """Top-1/2/3 and median |h| per layer on a log axis (layer -1 = embeddings), the ME layer marked."""
+    fig = go.Figure()
+    for col in ("top1", "top2", "top3", "median"):
+        if col in profile:
+            fig.add_trace(go.Scatter(x=profile.layer, y=profile[col], mode="lines+markers", name=col,
+                                     line=dict(dash="dot" if col == "median" else "solid")))
+    if me.get("me_layer") is not None:
+        fig.add_vline(x=me["me_layer"], line_dash="dot", line_color="crimson", annotation_text="ME layer")
+    fig.update_layout(title=title, xaxis_title="layer output (-1: embeddings)", yaxis_title="|h|",
+                      yaxis_type="log", height=380)
+    return fig
+
+
+def layer_head_heatmap(table, value: str, title: str, diverging: bool = False) -> go.Figure:
+    """Layer × head heatmap of ``table[value]`` (rows: layer, head)."""
+    grid = table.pivot(index="layer", columns="head", values=value)
+    fig = go.Figure(go.Heatmap(z=grid.values, x=grid.columns, y=grid.index, colorbar=dict(title=value),
+                               colorscale="RdBu_r" if diverging else "Viridis", zmid=0 if diverging else None))
+    fig.update_layout(title=title, xaxis_title="head", yaxis_title="layer", height=420)
+    return fig
+
+
+def ratio_by_layer(table, group: Sequence[str], title: str, me_layer: int | None = None,
+                   threshold: float | None = None) -> go.Figure:
+    """Top-1/median ratio per layer (log axis), one line per value combination of ``group`` columns."""
+    fig = go.Figure()
+    for key, sel in table.groupby(list(group), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        fig.add_trace(go.Scatter(x=sel.layer, y=sel.ratio, mode="lines",
+                                 name=", ".join(f"{g}={k}" for g, k in zip(group, key))))
+    if me_layer is not None:
+        fig.add_vline(x=me_layer, line_dash="dot", line_color="crimson", annotation_text="ME layer")
+    if threshold:
+        fig.add_hline(y=threshold, line_dash="dash", line_color="grey", annotation_text="criterion")
+    fig.update_layout(title=title, xaxis_title="layer", yaxis_title="top-1 / median |h|", yaxis_type="log", height=420)
+    return fig

@@ -249,3 +249,40 @@ def test_replication_contract(run_dir):
     main = curves[curves.model == "smollm2-135m-instruct"].reset_index(drop=True)
     tr = pd.read_parquet(run_dir / "04_gstar" / "transfer.parquet")
     np.testing.assert_allclose(main.perplexity_b, tr.perplexity)  # reused from 04, not recomputed
+
+
+def test_massive_contract_and_independent_scan(run_dir, smol):
+    """06: both models analysed; SmolLM2's ME layer, MA token and dim re-derived from HF's hidden states."""
+    import torch
+
+    from avalanche_nb.data import build_slice
+
+    out = run_dir / "06_massive"
+    me = json.loads((out / "me_layer.json").read_text())
+    assert list(me["models"]) == ["smollm2-135m-instruct", "gemma3-270m"] and me["failures"] == {}
+    m = me["models"]["smollm2-135m-instruct"]
+    probe = build_slice(smol.tokenizer, "boolq", 3, 48, seed=0)
+    assert m["probe_sha256"] == probe.sha256
+    with torch.no_grad():
+        hs = smol.model(torch.as_tensor(probe.tokens), output_hidden_states=True).hidden_states[1:-1]
+    top = np.array([[float(h[i].abs().max()) for i in range(3)] for h in hs])
+    med = np.array([[float(h[i].abs().median()) for i in range(3)] for h in hs])  # lower median: close enough here
+    sun = (top.mean(1) > 100) & ((top / med).mean(1) >= 1000)
+    assert m["found"] and m["me_layer"] == int(np.argmax(sun))
+    h = hs[m["me_layer"]].abs()
+    flat = h.reshape(3, -1).argmax(1)
+    assert set((flat // h.shape[2]).tolist()) == {m["ma_pos"]} and int(flat[0] % h.shape[2]) in m["ma_dims"]
+    prof = pd.read_parquet(out / "profile.parquet")
+    assert prof.groupby("model").size().to_dict() == {"smollm2-135m-instruct": 31, "gemma3-270m": 19}
+    inter = pd.read_parquet(out / "interventions.parquet")
+    assert set(inter.intervention) == {"none", "zero", "mean", "clip"}
+    ppl = inter.groupby(["model", "intervention"]).perplexity_ratio.first()
+    assert ppl["smollm2-135m-instruct", "none"] == 1.0 and ppl["smollm2-135m-instruct", "zero"] > 10
+    tr = pd.read_parquet(run_dir / "04_gstar" / "transfer.parquet")  # same B slice, same model, g = 1
+    smol_none = inter[(inter.model == "smollm2-135m-instruct") & (inter.intervention == "none")].perplexity.iloc[0]
+    assert smol_none == pytest.approx(tr.loc[tr.g == 1.0, "perplexity"].item(), rel=1e-6)
+    for name in ("propagation", "token_class", "attention_sink", "factorial", "rigidity"):
+        df = pd.read_parquet(out / f"{name}.parquet")
+        assert set(df.model) == {"smollm2-135m-instruct", "gemma3-270m"}, name
+    rig = pd.read_parquet(out / "rigidity.parquet")
+    assert rig.arc_acc.notna().all() and {-1, m["me_layer"]} <= set(rig.applied)
