@@ -25,7 +25,7 @@ KERNEL = "avalanche-nb"
 
 #: phases in run order; each is notebooks/<phase>.py (the jupytext source, paired with .ipynb)
 PHASES = ("00_data_and_model", "01_event_lattice", "02_avalanches", "03_gain_sweep", "04_gstar", "05_replication",
-          "06_massive")
+          "06_massive", "07_training_dynamics")
 
 
 class PhaseFailedError(RuntimeError):

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import interventions as iv
-from . import massive, scoring
+from . import massive, scoring, stats
 
 
 def _measure(model, probe: np.ndarray, b_tokens: np.ndarray, k: int, batch_size: int) -> tuple[massive.Scan, np.ndarray]:
@@ -93,7 +93,8 @@ def rigidity(model, tokenizer, me: dict, probe: np.ndarray, b_tokens: np.ndarray
              progress: bool = False) -> pd.DataFrame:
     """Rigidity reduction (:func:`interventions.rigidity`) at each of ``layers`` × alpha × mask_rate, plus
     the unedited model (``applied = -1``). Per configuration and decoder layer: probe top-1 / ratio and
-    sink mass; per configuration: Dataset B perplexity and ARC ``acc`` / ``acc_norm`` on ``questions``."""
+    sink mass; per configuration: Dataset B perplexity and ARC ``acc`` / ``acc_norm`` on ``questions``,
+    with ``arc_p`` the exact McNemar p-value of ``acc`` against the unedited model on the same questions."""
     for a in alphas:
         if not 0.0 <= a <= 1.0:
             raise ValueError(f"rigidity alpha must lie in [0, 1], got {a}")
@@ -104,7 +105,7 @@ def rigidity(model, tokenizer, me: dict, probe: np.ndarray, b_tokens: np.ndarray
     if progress:
         from tqdm.auto import tqdm
         configs = tqdm(configs, desc="rigidity", leave=False)
-    rows = []
+    rows, base_correct = [], None
     for applied, alpha, rate in configs:
         ctx = iv.rigidity(model, applied, [me["ma_pos"]], alpha, rate) if applied >= 0 else nullcontext()
         with ctx:
@@ -112,9 +113,11 @@ def rigidity(model, tokenizer, me: dict, probe: np.ndarray, b_tokens: np.ndarray
             arc = (scoring.score_arc(model, tokenizer, questions, batch_size=batch_size, prompts=prompts)
                    if questions else None)
         keys = {"applied": applied, "at_me_layer": applied == me["me_layer"], "alpha": alpha, "mask_rate": rate}
-        extra = {"perplexity": scoring.perplexity(nll),
-                 "arc_acc": float(arc.correct.mean()) if arc is not None else np.nan,
-                 "arc_acc_norm": float(arc.correct_norm.mean()) if arc is not None else np.nan}
+        extra = {"perplexity": scoring.perplexity(nll), "arc_acc": np.nan, "arc_acc_norm": np.nan, "arc_p": np.nan}
+        if arc is not None:
+            base_correct = arc.correct.to_numpy() if base_correct is None else base_correct
+            extra.update(arc_acc=float(arc.correct.mean()), arc_acc_norm=float(arc.correct_norm.mean()),
+                         arc_p=stats.mcnemar(base_correct, arc.correct.to_numpy())["p_exact"])
         rows += [{**r, **extra} for r in _per_layer(s, **keys)]
     return pd.DataFrame(rows)
 
@@ -146,6 +149,6 @@ def findings(me: dict, interventions_rows: pd.DataFrame, factorial_rows: pd.Data
         rig.append({"applied": int(applied), "at_me_layer": int(applied) == me_l, "alpha": alpha, "mask_rate": rate,
                     "ma_persists": bool(_meets(deeper, kind, relaxed).any()) if len(deeper) else None,
                     "d_perplexity": float(g.perplexity.iloc[0] - base.perplexity.iloc[0]),
-                    "d_arc_acc": float(g.arc_acc.iloc[0] - base.arc_acc.iloc[0]),
+                    "d_arc_acc": float(g.arc_acc.iloc[0] - base.arc_acc.iloc[0]), "arc_p": float(g.arc_p.iloc[0]),
                     "d_sink": float(g.sink.mean() - base.sink.mean())})
     return {"perplexity_ratio": ratio, "ma_persists_in_factorial": fac, "rigidity": rig}

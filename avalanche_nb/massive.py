@@ -128,13 +128,14 @@ def scan(model: nn.Module, tokens: np.ndarray, k: int = 10, batch_size: int = 8,
     if tokens.ndim != 2 or tokens.shape[0] < 1:
         raise ValueError(f"tokens must be [N, T] with N >= 1, got shape {tokens.shape}")
     N, T = tokens.shape
-    arch = hooks.architecture(model)
+    layers = hooks.decoder_layers(model)  # a profile needs only the decoder layers
+    attn = hooks.architecture(model).attn if sinks else None
     d = model.config.hidden_size
     if T * d < k or T < k:
         raise ValueError(f"the probe windows have {T} tokens, fewer than top_k={k}: lengthen `window` or lower `ma_top_k`")
     if T < 2:
         raise ValueError("the probe windows need at least 2 tokens")
-    L = arch.n_layers
+    L = len(layers)
     shape = (L + 1, N, k)
     out = Scan(np.zeros(shape), np.zeros(shape), np.zeros(shape, np.int64), np.zeros(shape, np.int64),
                np.zeros((L + 1, N)), np.zeros((L, N, T)))
@@ -163,7 +164,7 @@ def scan(model: nn.Module, tokens: np.ndarray, k: int = 10, batch_size: int = 8,
             w = output[1] if isinstance(output, tuple) and len(output) > 1 else None
             if w is None:
                 raise hooks.UnsupportedArchitectureError(
-                    f"{arch.model_type}: the attention module returned no weights; attention sinks need eager attention")
+                    f"{model.config.model_type}: the attention module returned no weights; attention sinks need eager attention")
             heads[l] = w[:, :, 1:, 0].float().mean(-1).double().cpu().numpy()  # [B, H]
             if out.sink is None:
                 out.sink = np.zeros((L, N, w.shape[1]))
@@ -171,10 +172,10 @@ def scan(model: nn.Module, tokens: np.ndarray, k: int = 10, batch_size: int = 8,
         return hook
 
     def make():
-        hs = [arch.layers[0].register_forward_pre_hook(embed_hook, with_kwargs=True)]
-        hs += [layer.register_forward_hook(layer_hook(i)) for i, layer in enumerate(arch.layers)]
+        hs = [layers[0].register_forward_pre_hook(embed_hook, with_kwargs=True)]
+        hs += [layer.register_forward_hook(layer_hook(i)) for i, layer in enumerate(layers)]
         if sinks:
-            hs += [m.register_forward_hook(sink_hook(l)) for l, m in enumerate(arch.attn)]
+            hs += [m.register_forward_hook(sink_hook(l)) for l, m in enumerate(attn)]
         return hs
 
     device = next(model.parameters()).device

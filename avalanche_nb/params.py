@@ -66,6 +66,19 @@ def _rates(v):
 
 NUM = (int, float)
 
+
+def _architectures(v):
+    from .training import parse_architecture
+
+    if not v:
+        return "must list at least one architecture"
+    for spec in v:
+        try:
+            parse_architecture(spec)
+        except ValueError as err:
+            return str(err)
+    return None
+
 SCHEMA: dict[str, Param] = {
     # model and compute
     "model": Param("smollm2-135m-instruct", str, "registry name, local path (folder or .gguf) or HF id in the local cache"),
@@ -145,6 +158,22 @@ SCHEMA: dict[str, Param] = {
                                "null: every other layer", nullable=True, check=lambda v: None if v >= 0 else "must be >= 0"),
     "rigidity_arc_limit": Param(25, int, "ARC questions per subset scored per rigidity configuration (seeded); null: all",
                                 nullable=True, check=_positive),
+    # training dynamics
+    "train_architectures": Param(["2x64x2x4", "4x64x4x4"], list, "models trained from scratch in 07_training_dynamics, "
+                                 "each LAYERSxWIDTHxHEADSxMLP_RATIO (Llama-style, SmolLM2 tokenizer)", item=str,
+                                 check=_architectures),
+    "train_steps": Param(200, int, "AdamW steps per model", check=_positive),
+    "train_checkpoint_every": Param(25, int, "checkpoint every this many steps (plus 0 and the powers of two below it)",
+                                    check=_positive),
+    "train_batch_size": Param(8, int, "windows per training step", check=_positive),
+    "train_window": Param(64, int, "tokens per training and probe window", check=lambda v: None if v >= 8 else "must be >= 8"),
+    "train_tokens": Param(1_000_000, int, "tokens of the training stream (BoolQ passages, SciQ support, HellaSwag "
+                          "contexts; about 0.97M exist)", check=_positive),
+    "train_lr": Param(1e-3, NUM, "peak AdamW learning rate (linear warm-up, then constant)", check=_positive),
+    "train_warmup": Param(30, int, "warm-up steps", check=lambda v: None if v >= 0 else "must be >= 0"),
+    "train_probe_sequences": Param(10, int, "held-out windows the recorder scans at every checkpoint", check=_positive),
+    "trajectories_file": Param(None, str, "a CSV/parquet of trajectories to fit as well (columns model, layer, step, "
+                               "ratio; e.g. the released Pythia data); null: none", nullable=True),
 }
 
 #: keys the runner injects into every notebook (not user params)

@@ -87,9 +87,10 @@ abs_min, ratio_min = massive._criterion(ma_criterion, ma_relaxed_ratio)
 def independent_scan(lm, tokens):
     """ME layer, MA position and dim from HF's own output_hidden_states with numpy (no hooks of ours)."""
     with torch.no_grad():
-        hs = lm.model.base_model(input_ids=torch.as_tensor(np.array(tokens)), output_hidden_states=True).hidden_states
+        ids = torch.as_tensor(np.array(tokens), device=lm.model.device)
+        hs = lm.model.base_model(input_ids=ids, output_hidden_states=True).hidden_states
     # hidden_states[l + 1] is layer l's output, except the last, which HF returns after the final norm
-    a = np.stack([h.abs().double().numpy() for h in hs[1:-1]])  # [L-1, N, T, d]
+    a = np.stack([h.abs().double().cpu().numpy() for h in hs[1:-1]])  # [L-1, N, T, d]
     flat = a.reshape(a.shape[0], a.shape[1], -1)
     top, med = flat.max(2), np.median(flat, axis=2)
     meets = (top.mean(1) > abs_min) & ((top / med).mean(1) >= ratio_min)

@@ -290,9 +290,17 @@ def test_experiments_on_the_planted_model():
     assert set(sinks.intervention) == {"none", "zero", "mean", "clip"} and len(sinks) == 4 * 3 * 4
     fact = mx.factorial(model, me, probe, b, k=4)
     f = mx.findings(me, inter, fact, pd.DataFrame({"applied": [-1], "layer": [0], "alpha": [1.0], "mask_rate": [0.0],
-                                                   "perplexity": [1.0], "arc_acc": [np.nan], "sink": [0.1],
+                                                   "perplexity": [1.0], "arc_acc": [np.nan], "arc_p": [np.nan], "sink": [0.1],
                                                    "top1": [1.0], "ratio": [1.0]}))
     # the planted MA is made by the MLP: removing it at the ME layer stops the MA, the norm's mean does not
     assert f["ma_persists_in_factorial"] == {"norm=as_is, mlp=as_is": True, "norm=as_is, mlp=removed": False,
                                              "norm=mean, mlp=as_is": True, "norm=mean, mlp=removed": False}
     assert f["perplexity_ratio"]["none"] == 1.0
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-qwen2", "tiny-gemma3", "tiny-gpt-neox", "tiny-gpt2"])
+def test_scan_and_sinks_run_on_every_supported_family(name):
+    model = load_model(name).model
+    s = massive.scan(model, tokens(2, T=8), k=3, sinks=True)
+    assert s.sink.shape == (3, 2, 4) and ((s.sink > 0) & (s.sink <= 1 + 1e-6)).all()
+    assert np.isfinite(s.ratio).all() and hooks.hook_count(model) == 0

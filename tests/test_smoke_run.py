@@ -286,3 +286,23 @@ def test_massive_contract_and_independent_scan(run_dir, smol):
         assert set(df.model) == {"smollm2-135m-instruct", "gemma3-270m"}, name
     rig = pd.read_parquet(out / "rigidity.parquet")
     assert rig.arc_acc.notna().all() and {-1, m["me_layer"]} <= set(rig.applied)
+
+
+def test_training_dynamics_contract_and_refit(run_dir):
+    """07: every trained model has per-layer fits; refitting a row from trajectories.parquet gives its R²."""
+    from avalanche_nb import emergence as em
+
+    out = run_dir / "07_training_dynamics"
+    traj = pd.read_parquet(out / "trajectories.parquet")
+    assert {"model", "layer", "step", "stat", "mean", "cv_pct", "sem_pct", "ci_lo", "ci_hi"} <= set(traj.columns)
+    ratio = traj[traj.stat == "ratio"]
+    assert ratio.groupby("model").layer.nunique().to_dict() == {"1x32x2x2": 1, "2x32x2x2": 2}
+    assert sorted(ratio.step.unique()) == [0, 1, 2, 4, 8, 16]
+    fits = pd.read_parquet(out / "fits.parquet")
+    ma5 = fits[fits.fit == "ma5"]
+    assert len(ma5) == 3 and {"r2", "aic", "t_peak", "trajectory_class", "chosen"} <= set(fits.columns)
+    for row in fits[fits.ok].itertuples():
+        g = ratio[(ratio.model == row.model) & (ratio.layer == row.layer)].sort_values("step")
+        refit = em.fit(g.step.to_numpy(float), g["mean"].to_numpy(float), row.fit)
+        assert refit.r2 == pytest.approx(row.r2, rel=1e-9, abs=1e-12)
+    assert (pd.read_parquet(out / "predictors.parquet").conclusive == False).all()  # noqa: E712 - 3 rows

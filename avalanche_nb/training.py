@@ -1,0 +1,191 @@
+"""Train small Llama-style causal LMs from scratch and record their massive-activation trajectories.
+
+* :func:`parse_architecture` reads ``"LxDxHxM"`` (layers × width × heads × MLP ratio).
+* :func:`training_windows` cuts a fixed token stream from the embedded text (documents separated,
+  BOS first) into windows; :func:`checkpoint_steps` is a Pythia-like schedule (0, powers of two,
+  then every ``every`` steps).
+* :func:`train` runs AdamW with linear warm-up (bf16 autocast on CUDA, float32 on CPU), seeded, and
+  calls a recorder at every checkpoint; :func:`record` reduces the probe scan to seed 003's statistics
+  (top-1/2/3 and median |h| per layer, ratios with mean, CV%, SEM% and a 95% t-interval over probes).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats as st
+
+from . import massive
+
+_ARCH = re.compile(r"^(\d+)x(\d+)x(\d+)x(\d+(?:\.\d+)?)$")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A small Llama-style decoder: ``layers`` blocks of width ``width``, ``heads`` heads, MLP ``mlp_ratio`` × width."""
+
+    layers: int
+    width: int
+    heads: int
+    mlp_ratio: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.layers}x{self.width}x{self.heads}x{self.mlp_ratio:g}"
+
+    def config(self, vocab_size: int, max_len: int, bos: int | None, eos: int | None):
+        from transformers import LlamaConfig
+
+        return LlamaConfig(vocab_size=vocab_size, hidden_size=self.width, intermediate_size=int(self.mlp_ratio * self.width),
+                           num_hidden_layers=self.layers, num_attention_heads=self.heads, num_key_value_heads=self.heads,
+                           max_position_embeddings=max_len, tie_word_embeddings=True, bos_token_id=bos, eos_token_id=eos)
+
+    def n_params(self, vocab_size: int) -> int:
+        d, f = self.width, int(self.mlp_ratio * self.width)
+        return vocab_size * d + self.layers * (4 * d * d + 3 * d * f + 2 * d) + d
+
+
+def parse_architecture(spec: str) -> Architecture:
+    """``"4x256x4x4"`` -> Architecture(layers=4, width=256, heads=4, mlp_ratio=4)."""
+    m = _ARCH.match(spec.strip())
+    if not m:
+        raise ValueError(f"architecture {spec!r} must read LAYERSxWIDTHxHEADSxMLP_RATIO, e.g. '4x256x4x4'")
+    a = Architecture(int(m[1]), int(m[2]), int(m[3]), float(m[4]))
+    if min(a.layers, a.width, a.heads) < 1 or a.mlp_ratio <= 0 or a.width % a.heads or (a.width // a.heads) % 2:
+        raise ValueError(f"architecture {spec!r}: width must split into heads of even size, all sizes positive")
+    return a
+
+
+def checkpoint_steps(total: int, every: int) -> list[int]:
+    """0, 1, 2, 4, … (powers of two below ``every``), then every ``every`` steps up to ``total``."""
+    if total < 1 or every < 1:
+        raise ValueError("total and every must be >= 1")
+    steps = {0, total} | {2 ** i for i in range(int(math.log2(max(every, 1))) + 1) if 2 ** i < every and 2 ** i <= total}
+    steps |= set(range(every, total + 1, every))
+    return sorted(steps)
+
+
+def memory_needed(arch: Architecture, vocab_size: int, batch: int, window: int) -> int:
+    """Rough bytes for float32 weights, grads and AdamW state plus activations of one step."""
+    weights = 4 * arch.n_params(vocab_size) * 4
+    acts = 4 * batch * window * (arch.layers * (12 * arch.width + 3 * int(arch.mlp_ratio * arch.width)) + 2 * vocab_size)
+    return int(weights + acts)
+
+
+def check_memory(archs: list[Architecture], vocab_size: int, batch: int, window: int, device: str) -> None:
+    """Fail before training when the largest model would not fit the device's free memory."""
+    need = max(memory_needed(a, vocab_size, batch, window) for a in archs)
+    if device.startswith("cuda"):
+        free = torch.cuda.mem_get_info(torch.device(device))[0]
+    else:
+        import os
+
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > 0.8 * free:
+        big = max(archs, key=lambda a: memory_needed(a, vocab_size, batch, window))
+        raise MemoryError(f"training {big.name} needs about {need / 2**30:.1f} GiB but {device} has "
+                          f"{free / 2**30:.1f} GiB free: shrink the grid, `train_batch_size` or `window`")
+
+
+def training_windows(tokenizer, sources: list[str], n_tokens: int, window: int, seed: int = 0) -> np.ndarray:
+    """A token stream of up to ``n_tokens`` from every document of ``sources`` (seeded order; each document
+    as ``[BOS] text [EOS]``), cut into windows int64 [N, window]."""
+    from .data import load_documents
+
+    docs = [d for s in sources for d in load_documents(s)]
+    order = np.random.default_rng(seed).permutation(len(docs))
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    stream: list[int] = []
+    for start in range(0, len(order), 256):  # tokenize in chunks, stop once the stream is long enough
+        batch = [docs[i] for i in order[start:start + 256]]
+        for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]:
+            stream += bos + list(ids) + eos
+        if len(stream) >= n_tokens:
+            break
+    n = min(len(stream), n_tokens) // window
+    if n < 1:
+        raise ValueError(f"the sources {sources} give fewer than one window of {window} tokens")
+    return np.asarray(stream[:n * window], np.int64).reshape(n, window)
+
+
+def record(model, probe: np.ndarray, step: int, name: str, batch_size: int = 16) -> pd.DataFrame:
+    """Seed 003's per-layer statistics at one checkpoint (rows: model, layer, step, stat, mean, cv_pct,
+    sem_pct, ci_lo, ci_hi, n), plus the modal position and dim of the top-1 (stats ``top1_pos``/``top1_dim``)."""
+    s = massive.scan(model, probe, k=3, batch_size=batch_size)
+    series = {"top1": s.top_abs[..., 0], "top2": s.top_abs[..., 1], "top3": s.top_abs[..., 2], "median": s.median,
+              "ratio": s.top_abs[..., 0] / s.median, "ratio2": s.top_abs[..., 1] / s.median,
+              "ratio3": s.top_abs[..., 2] / s.median}
+    n = probe.shape[0]
+    tcrit = st.t.ppf(0.975, n - 1) if n > 1 else np.nan
+    rows = []
+    for layer in range(s.n_layers):
+        i = layer + 1
+        for stat, v in series.items():
+            x = v[i]
+            mean, sd = float(x.mean()), float(x.std(ddof=1)) if n > 1 else float("nan")
+            sem = sd / math.sqrt(n)
+            rows.append({"model": name, "layer": layer, "step": step, "stat": stat, "mean": mean,
+                         "cv_pct": 100 * sd / mean, "sem_pct": 100 * sem / mean, "ci_lo": mean - tcrit * sem,
+                         "ci_hi": mean + tcrit * sem, "n": n})
+        for stat, v in (("top1_pos", s.pos[i, :, 0]), ("top1_dim", s.dim[i, :, 0])):
+            mode = float(np.bincount(v).argmax())
+            rows.append({"model": name, "layer": layer, "step": step, "stat": stat, "mean": mode, "cv_pct": np.nan,
+                         "sem_pct": np.nan, "ci_lo": np.nan, "ci_hi": np.nan, "n": n})
+    return pd.DataFrame(rows)
+
+
+def train(arch: Architecture, windows: np.ndarray, steps: int, checkpoints: list[int], tokenizer,
+          on_checkpoint: Callable[[torch.nn.Module, int], None], batch_size: int = 16, lr: float = 1e-3,
+          warmup: int = 100, weight_decay: float = 0.1, seed: int = 0, device: str = "cpu",
+          progress: bool = False) -> list[float]:
+    """Train a fresh model on ``windows`` for ``steps`` AdamW steps; returns the loss per step.
+
+    Batches are drawn with a seeded generator; ``on_checkpoint(model, step)`` runs in eval mode (no
+    grad) at each step of ``checkpoints`` (0 = at initialisation).
+    """
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = arch.config(len(tokenizer), windows.shape[1], tokenizer.bos_token_id, tokenizer.eos_token_id)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
+    gen = np.random.default_rng(seed)
+    data = torch.as_tensor(windows)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else None
+    todo, losses = set(checkpoints), []
+
+    def checkpoint(step: int) -> None:
+        if step in todo:
+            model.eval()
+            with torch.no_grad():
+                on_checkpoint(model, step)
+            model.train()
+
+    it = range(1, steps + 1)
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(it, desc=f"train {arch.name}", leave=False)
+    model.train()
+    checkpoint(0)
+    for step in it:
+        batch = data[gen.integers(0, len(data), batch_size)].to(device)
+        with autocast if autocast is not None else torch.enable_grad():
+            loss = model(input_ids=batch, labels=batch).loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{arch.name}: non-finite loss at step {step}; lower `train_lr`")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        checkpoint(step)
+    return losses
