@@ -123,7 +123,7 @@ def rigidity(model, tokenizer, me: dict, probe: np.ndarray, b_tokens: np.ndarray
 
 
 def _meets(rows: pd.DataFrame, kind: str, relaxed_ratio: float) -> pd.Series:
-    abs_min, ratio_min = massive._criterion(kind, relaxed_ratio)
+    abs_min, ratio_min = massive.thresholds(kind, relaxed_ratio)
     return (rows.top1 > abs_min) & (rows.ratio >= ratio_min)
 
 

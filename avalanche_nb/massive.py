@@ -207,7 +207,8 @@ def eager_attention(model: nn.Module) -> Iterator[nn.Module]:
 # profile and ME layer
 
 
-def _criterion(kind: str, relaxed_ratio: float) -> tuple[float, float]:
+def thresholds(kind: str, relaxed_ratio: float = 100.0) -> tuple[float, float]:
+    """(|a| floor, ratio floor) of an MA criterion: sun (100, 1000) or relaxed (0, relaxed_ratio)."""
     if kind not in CRITERIA:
         raise ValueError(f"unknown MA criterion {kind!r}; choose one of {CRITERIA}")
     return (SUN_ABS, SUN_RATIO) if kind == "sun" else (0.0, float(relaxed_ratio))
@@ -215,7 +216,7 @@ def _criterion(kind: str, relaxed_ratio: float) -> tuple[float, float]:
 
 def layer_flags(s: Scan, kind: str, relaxed_ratio: float = 100.0) -> np.ndarray:
     """bool [L + 1]: the layer's mean top-1 and mean ratio over the probe sequences meet the criterion."""
-    abs_min, ratio_min = _criterion(kind, relaxed_ratio)
+    abs_min, ratio_min = thresholds(kind, relaxed_ratio)
     return (s.top_abs[..., 0].mean(1) > abs_min) & (s.ratio.mean(1) >= ratio_min)
 
 
@@ -264,7 +265,7 @@ def me_layer(s: Scan, kind: str = "sun", relaxed_ratio: float = 100.0) -> dict:
     sequences, and ``ma_dims``: the dims whose entry at ``ma_pos`` meets the criterion among the top-k
     in at least half of the sequences at some layer >= the ME layer, most frequent first.
     """
-    abs_min, ratio_min = _criterion(kind, relaxed_ratio)
+    abs_min, ratio_min = thresholds(kind, relaxed_ratio)
     log_ratio = np.log10(s.ratio).mean(1)
     jump = int(np.argmax(np.diff(log_ratio)))  # diff index i is layer i (from layer i - 1)
     firsts = {}

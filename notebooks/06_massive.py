@@ -81,7 +81,7 @@ runtime.configure(seed, torch_threads)
 out = provenance.phase_output(run_dir, phase)
 names = list(dict.fromkeys([model, *replication_models]))
 questions = load_arc(arc_subsets, limit=rigidity_arc_limit, seed=seed)
-abs_min, ratio_min = massive._criterion(ma_criterion, ma_relaxed_ratio)
+abs_min, ratio_min = massive.thresholds(ma_criterion, ma_relaxed_ratio)
 
 
 def independent_scan(lm, tokens):
