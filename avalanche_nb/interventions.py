@@ -38,21 +38,31 @@ def _fresh_pass_tracker(model: nn.Module, state: dict):
 
 
 @contextmanager
-def _edits(model: nn.Module, register: Callable[[dict], list]) -> Iterator[None]:
-    """Register ``register(state)``'s hooks plus the fresh-pass tracker; remove all on exit."""
+def _edit_outputs(model: nn.Module, edits: list[tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]]
+                  ) -> Iterator[None]:
+    """Replace each module's output ``out`` (or ``out[0]``) by ``fn(out)`` during passes without a cache;
+    every hook, the fresh-pass tracker included, is removed on exit."""
     state = {"fresh": True}
-    with hooks._hooks(lambda: [_fresh_pass_tracker(model, state)] + register(state)):
+
+    def editor(fn):
+        def hook(_m, _args, output):
+            if not state["fresh"]:
+                return None
+            if isinstance(output, tuple):
+                return (fn(output[0]),) + tuple(output[1:])
+            return fn(output)
+        return hook
+
+    with hooks._hooks(lambda: [_fresh_pass_tracker(model, state)]
+                      + [module.register_forward_hook(editor(fn)) for module, fn in edits]):
         yield
 
 
-def _output_editor(state: dict, fn: Callable[[torch.Tensor], torch.Tensor]):
-    def hook(_m, _args, output):
-        if not state["fresh"]:
-            return None
-        if isinstance(output, tuple):
-            return (fn(output[0]),) + tuple(output[1:])
-        return fn(output)
-    return hook
+def check_alpha(alpha: float) -> float:
+    """A rigidity factor, which must lie in [0, 1]."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"rigidity alpha must lie in [0, 1], got {alpha}")
+    return float(alpha)
 
 
 def _check_sites(positions: Sequence[int], dims: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -106,8 +116,7 @@ def edit_sites(model: nn.Module, layers: Sequence[int], positions: Sequence[int]
             return h
         return fn
 
-    with _edits(model, lambda state: [arch.layers[l].register_forward_hook(_output_editor(state, editor(i)))
-                                      for i, l in enumerate(layers)]):
+    with _edit_outputs(model, [(arch.layers[l], editor(i)) for i, l in enumerate(layers)]):
         yield
 
 
@@ -164,7 +173,7 @@ def remove_mlp(model: nn.Module, layer: int, positions: Sequence[int]) -> Iterat
         out[:, positions] = 0
         return out
 
-    with _edits(model, lambda state: [arch.mlp_out[layer].register_forward_hook(_output_editor(state, fn))]):
+    with _edit_outputs(model, [(arch.mlp_out[layer], fn)]):
         yield
 
 
@@ -185,8 +194,7 @@ def rigidity(model: nn.Module, layer: int, positions: Sequence[int], alpha: floa
 
     The dims are chosen per sequence (the authors average |x| over the batch, mixing sequences).
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"rigidity alpha must lie in [0, 1], got {alpha}")
+    alpha = check_alpha(alpha)
     arch = hooks.architecture(model)
     k = rigidity_k(mask_rate, model.config.hidden_size)
     positions = [int(p) for p in positions]
@@ -199,7 +207,7 @@ def rigidity(model: nn.Module, layer: int, positions: Sequence[int], alpha: floa
             x[:, p] = x[:, p] * scale
         return x
 
-    with _edits(model, lambda state: [arch.attn_norm[layer].register_forward_hook(_output_editor(state, fn))]):
+    with _edit_outputs(model, [(arch.attn_norm[layer], fn)]):
         yield
 
 

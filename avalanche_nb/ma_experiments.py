@@ -95,9 +95,8 @@ def rigidity(model, tokenizer, me: dict, probe: np.ndarray, b_tokens: np.ndarray
     the unedited model (``applied = -1``). Per configuration and decoder layer: probe top-1 / ratio and
     sink mass; per configuration: Dataset B perplexity and ARC ``acc`` / ``acc_norm`` on ``questions``,
     with ``arc_p`` the exact McNemar p-value of ``acc`` against the unedited model on the same questions."""
-    for a in alphas:
-        if not 0.0 <= a <= 1.0:
-            raise ValueError(f"rigidity alpha must lie in [0, 1], got {a}")
+    for a in alphas:  # fail before any work
+        iv.check_alpha(a)
     for r in mask_rates:
         iv.rigidity_k(r, model.config.hidden_size)
     prompts = scoring.arc_prompts(tokenizer, questions) if questions else None
@@ -122,9 +121,9 @@ def rigidity(model, tokenizer, me: dict, probe: np.ndarray, b_tokens: np.ndarray
     return pd.DataFrame(rows)
 
 
-def _meets(rows: pd.DataFrame, kind: str, relaxed_ratio: float) -> pd.Series:
-    abs_min, ratio_min = massive.thresholds(kind, relaxed_ratio)
-    return (rows.top1 > abs_min) & (rows.ratio >= ratio_min)
+def _meets(rows: pd.DataFrame, kind: str, relaxed_ratio: float) -> bool:
+    """Whether any of the per-layer rows (columns top1, ratio) meets the criterion."""
+    return bool(massive.meets(rows.top1.to_numpy(), rows.ratio.to_numpy(), kind, relaxed_ratio).any())
 
 
 def findings(me: dict, interventions_rows: pd.DataFrame, factorial_rows: pd.DataFrame,
@@ -141,13 +140,13 @@ def findings(me: dict, interventions_rows: pd.DataFrame, factorial_rows: pd.Data
     ratio = interventions_rows.groupby("intervention", sort=False).perplexity_ratio.first().to_dict()
     fac = {}
     for (norm, mlp), g in factorial_rows.groupby(["norm", "mlp"], sort=False):
-        fac[f"norm={norm}, mlp={mlp}"] = bool(_meets(g[g.layer >= me_l], kind, relaxed).any())
+        fac[f"norm={norm}, mlp={mlp}"] = bool(_meets(g[g.layer >= me_l], kind, relaxed))
     base = rigidity_rows[rigidity_rows.applied == -1]
     rig = []
     for (applied, alpha, rate), g in rigidity_rows[rigidity_rows.applied >= 0].groupby(["applied", "alpha", "mask_rate"]):
         deeper = g[g.layer > applied]
         rig.append({"applied": int(applied), "at_me_layer": int(applied) == me_l, "alpha": alpha, "mask_rate": rate,
-                    "ma_persists": bool(_meets(deeper, kind, relaxed).any()) if len(deeper) else None,
+                    "ma_persists": _meets(deeper, kind, relaxed) if len(deeper) else None,
                     "d_perplexity": float(g.perplexity.iloc[0] - base.perplexity.iloc[0]),
                     "d_arc_acc": float(g.arc_acc.iloc[0] - base.arc_acc.iloc[0]), "arc_p": float(g.arc_p.iloc[0]),
                     "d_sink": float(g.sink.mean() - base.sink.mean())})

@@ -130,8 +130,7 @@ def scan(model: nn.Module, tokens: np.ndarray, k: int = 10, batch_size: int = 8,
     N, T = tokens.shape
     layers = hooks.decoder_layers(model)  # a profile needs only the decoder layers
     attn = hooks.architecture(model).attn if sinks else None
-    d = model.config.hidden_size
-    if T * d < k or T < k:
+    if T < k:
         raise ValueError(f"the probe windows have {T} tokens, fewer than top_k={k}: lengthen `window` or lower `ma_top_k`")
     if T < 2:
         raise ValueError("the probe windows need at least 2 tokens")
@@ -214,13 +213,19 @@ def thresholds(kind: str, relaxed_ratio: float = 100.0) -> tuple[float, float]:
     return (SUN_ABS, SUN_RATIO) if kind == "sun" else (0.0, float(relaxed_ratio))
 
 
+def meets(top1: np.ndarray, ratio: np.ndarray, kind: str, relaxed_ratio: float = 100.0) -> np.ndarray:
+    """bool, elementwise: a top-1 |h| and its top-1/median ratio meet the criterion."""
+    abs_min, ratio_min = thresholds(kind, relaxed_ratio)
+    return (np.asarray(top1) > abs_min) & (np.asarray(ratio) >= ratio_min)
+
+
 def layer_flags(s: Scan, kind: str, relaxed_ratio: float = 100.0) -> np.ndarray:
     """bool [L + 1]: the layer's mean top-1 and mean ratio over the probe sequences meet the criterion."""
-    abs_min, ratio_min = thresholds(kind, relaxed_ratio)
-    return (s.top_abs[..., 0].mean(1) > abs_min) & (s.ratio.mean(1) >= ratio_min)
+    return meets(s.top_abs[..., 0].mean(1), s.ratio.mean(1), kind, relaxed_ratio)
 
 
-def _mode(x: np.ndarray) -> int:
+def modal(x: np.ndarray) -> int:
+    """The most frequent value of an int array (the smallest among ties)."""
     vals, counts = np.unique(x, return_counts=True)
     return int(vals[np.argmax(counts)])
 
@@ -238,8 +243,8 @@ def profile_table(s: Scan, relaxed_ratio: float = 100.0) -> pd.DataFrame:
         "ratio_sem": ratio.std(1, ddof=1) / np.sqrt(n) if n > 1 else np.full(len(ratio), np.nan),
         "log10_ratio": np.log10(ratio).mean(1),
         "sun": layer_flags(s, "sun"), "relaxed": layer_flags(s, "relaxed", relaxed_ratio),
-        "top1_pos": [_mode(p) for p in s.pos[..., 0]], "top1_dim": [_mode(d) for d in s.dim[..., 0]],
-        "top1_pos_share": [float(np.mean(p == _mode(p))) for p in s.pos[..., 0]],
+        "top1_pos": [modal(p) for p in s.pos[..., 0]], "top1_dim": [modal(d) for d in s.dim[..., 0]],
+        "top1_pos_share": [float(np.mean(p == modal(p))) for p in s.pos[..., 0]],
     }
     return pd.DataFrame(rows)
 
@@ -280,7 +285,7 @@ def me_layer(s: Scan, kind: str = "sun", relaxed_ratio: float = 100.0) -> dict:
             f"largest mean ratio {float(s.ratio.mean(1)[1:].max()):.3g} at layer {int(np.argmax(s.ratio.mean(1)[1:]))}"))
         return out
     i = firsts[kind] + 1
-    pos = _mode(s.pos[i, :, 0])
+    pos = modal(s.pos[i, :, 0])
     massive = (s.pos == pos) & (s.top_abs > abs_min) & (s.top_abs >= ratio_min * s.median[..., None])  # [L+1, N, k]
     n = s.median.shape[1]
     counts: dict[int, int] = {}

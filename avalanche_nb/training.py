@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
@@ -135,8 +136,7 @@ def record(model, probe: np.ndarray, step: int, name: str, batch_size: int = 16)
                          "cv_pct": 100 * sd / mean, "sem_pct": 100 * sem / mean, "ci_lo": mean - tcrit * sem,
                          "ci_hi": mean + tcrit * sem, "n": n})
         for stat, v in (("top1_pos", s.pos[i, :, 0]), ("top1_dim", s.dim[i, :, 0])):
-            mode = float(np.bincount(v).argmax())
-            rows.append({"model": name, "layer": layer, "step": step, "stat": stat, "mean": mode, "cv_pct": np.nan,
+            rows.append({"model": name, "layer": layer, "step": step, "stat": stat, "mean": float(massive.modal(v)), "cv_pct": np.nan,
                          "sem_pct": np.nan, "ci_lo": np.nan, "ci_hi": np.nan, "n": n})
     return pd.DataFrame(rows)
 
@@ -159,7 +159,7 @@ def train(arch: Architecture, windows: np.ndarray, steps: int, checkpoints: list
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
     gen = np.random.default_rng(seed)
     data = torch.as_tensor(windows)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else None
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
     todo, losses = set(checkpoints), []
 
     def checkpoint(step: int) -> None:
@@ -177,7 +177,7 @@ def train(arch: Architecture, windows: np.ndarray, steps: int, checkpoints: list
     checkpoint(0)
     for step in it:
         batch = data[gen.integers(0, len(data), batch_size)].to(device)
-        with autocast if autocast is not None else torch.enable_grad():
+        with autocast:
             loss = model(input_ids=batch, labels=batch).loss
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{arch.name}: non-finite loss at step {step}; lower `train_lr`")
