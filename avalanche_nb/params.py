@@ -50,6 +50,11 @@ def _positive(v):
     return None if v > 0 else "must be > 0"
 
 
+def _ablations(v):
+    # phase 03 keeps the lattices of `all` (04's g* evidence and the explorer read them)
+    return _each_one_of(ABLATIONS)(v) or (None if "all" in v else "must include 'all' (gain on every MLP)")
+
+
 def _gain_grid(v):
     try:
         check_gains(v)
@@ -114,7 +119,7 @@ SCHEMA: dict[str, Param] = {
                    "gain grid of 03_gain_sweep; must include 1.0", item=NUM, check=_gain_grid),
     "ablations": Param(list(ABLATIONS), list, "where the gain acts: all (every MLP), early/mid/late (one third of "
                        "the layers), attn (attention outputs), shuffled (all MLPs, input tokens shuffled)",
-                       item=str, check=_each_one_of(ABLATIONS)),
+                       item=str, check=_ablations),
     "null_draws": Param(100, int, "draws per null model (N1, N2, N3) per sweep row", check=_positive),
     "gof_draws": Param(100, int, "CSN bootstrap draws for the tail goodness-of-fit p-value (ablation 'all'; 0 = skip)",
                        check=lambda v: None if v >= 0 else "must be >= 0"),

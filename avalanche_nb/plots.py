@@ -9,25 +9,42 @@ import plotly.colors
 import plotly.graph_objects as go
 
 
+def lattice_z(counts: np.ndarray, valid: np.ndarray | None = None, labels: np.ndarray | None = None) -> np.ndarray:
+    """Heatmap values [L, T] of one sequence's lattice ``counts`` [T, L]: the count, or with ``labels``
+    [T, L] a colour position in (0, 1] per avalanche id; empty and masked sites NaN (blank)."""
+    z = counts.astype(float).T.copy()  # [L, T]
+    if labels is not None:
+        # golden-ratio hues: neighbouring ids get distant colours
+        z = np.where(labels.T > 0, (labels.T * 0.6180339887) % 1.0 + 1e-3, 0.0)
+    if valid is not None:
+        z[:, ~np.asarray(valid, bool)] = np.nan
+    z[z == 0] = np.nan  # empty sites blank: events stand out
+    return z
+
+
+def lattice_hover(counts: np.ndarray, tokens: Sequence[str], labels: np.ndarray | None = None) -> list[list[str]]:
+    """Hover text [L][T] of one sequence's lattice ``counts`` [T, L] (and avalanche ids ``labels``)."""
+    T, L = counts.shape
+    ids = (lambda t, l: f"<br>avalanche {labels[t, l]}" if labels[t, l] else "") if labels is not None else \
+        (lambda t, l: "")
+    return [[f"t={t} {tokens[t]!r}<br>layer {l}<br>spikes {counts[t, l]}{ids(t, l)}" for t in range(T)]
+            for l in range(L)]
+
+
 def lattice_heatmap(counts: np.ndarray, tokens: Sequence[str], valid: np.ndarray | None = None,
                     title: str = "", labels: np.ndarray | None = None) -> go.Figure:
     """Token × layer heatmap of one sequence's spike counts ``counts`` [T, L].
 
     Tokens run along x (their strings as tick labels; the axis is numeric so repeated tokens stay
     apart), layers along y. Masked sites are blank. With ``labels`` [T, L] (avalanche ids) the colour
-    is the avalanche id and the hover shows the count.
+    is the avalanche id and the hover shows the count and the id.
     """
     T, L = counts.shape
-    z = counts.astype(float).T.copy()  # [L, T]
-    if labels is not None:
-        # golden-ratio hues: neighbouring ids get distant colours
-        z = np.where(labels.T > 0, (labels.T * 0.6180339887) % 1.0 + 1e-3, 0.0)
-    if valid is not None:
-        z[:, ~valid] = np.nan
-    z[z == 0] = np.nan  # empty sites blank: events stand out
-    hover = [[f"t={t} {tokens[t]!r}<br>layer {l}<br>spikes {counts[t, l]}" for t in range(T)] for l in range(L)]
     fig = go.Figure(go.Heatmap(
-        z=z, x=list(range(T)), y=list(range(L)), text=hover, hoverinfo="text",
+        z=lattice_z(counts, valid, labels), x=list(range(T)), y=list(range(L)),
+        text=lattice_hover(counts, tokens, labels), hoverinfo="text",
+        # avalanche colours on a fixed [0, 1] scale, so an id keeps its colour when others change
+        zmin=None if labels is None else 0.0, zmax=None if labels is None else 1.0,
         colorscale="Turbo" if labels is not None else "Viridis", showscale=labels is None,
         colorbar=dict(title="spikes")))
     step = max(1, T // 48)

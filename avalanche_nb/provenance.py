@@ -111,6 +111,10 @@ def save_parquet(path: str | Path, df) -> Path:
     return _atomic_write(Path(path), lambda p: df.to_parquet(p, index=False))
 
 
+def save_csv(path: str | Path, df) -> Path:
+    return _atomic_write(Path(path), lambda p: df.to_csv(p, index=False))
+
+
 def _json_default(x):
     if isinstance(x, np.generic):
         return x.item()

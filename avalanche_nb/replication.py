@@ -90,7 +90,7 @@ def measure(name: str, p: dict[str, Any], log=print) -> dict[str, Any]:
               alpha_range=p["alpha_range"], seed=seed, floor=p["z_floor"], batch_size=bs, progress=False)
     res = sweep.run(lm.model, a_slice.tokens, valid, calibration, gains, rates, targets, fixed, "all", log=log, **kw)
     rows = pd.DataFrame(res.rows)
-    ev = gstar.evidence(res.lattices["pos"], valid, gains, adjacency, p["null_draws"], p["bootstrap_draws"], seed)
+    ev = gstar.evidence(res.lattices[("pos", "rate_matched")], valid, gains, adjacency, p["null_draws"], p["bootstrap_draws"], seed)
     picked = gstar.picks(ev)
     g_star = picked[p["gstar_rule"]]
     # B and ARC only after g* is fixed from A

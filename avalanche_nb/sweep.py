@@ -116,12 +116,12 @@ def reference(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calibrati
 
 @dataclass
 class SweepResult:
-    """The rows of one ablation's sweep, and its main lattices (target 0, rate-matched) per spike_def."""
+    """The rows of one ablation's sweep, and its lattices at the first target rate."""
 
     rows: list[dict]
     profiles: list["pd.DataFrame"]
     sizes: list["pd.DataFrame"]
-    lattices: dict[str, np.ndarray]  # spike_def -> int32 [G, N, T, L]
+    lattices: dict[tuple[str, str], np.ndarray]  # (spike_def, threshold mode) -> int32 [G, N, T, L]
 
 
 def run(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calibration, gains: Sequence[float],
@@ -141,8 +141,8 @@ def run(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calibration, ga
     where, layers = ablation_target(ablation, calib.n_layers)
     inputs = shuffle_tokens(tokens, valid, seed) if ablation == "shuffled" else tokens
     G = len(gains)
-    out = SweepResult([], [], [], {d: np.zeros((G,) + tokens.shape + (calib.n_layers,), np.int32)
-                                   for d in lat.SPIKE_DEFS})
+    out = SweepResult([], [], [], {(d, m): np.zeros((G,) + tokens.shape + (calib.n_layers,), np.int32)
+                                   for d in lat.SPIKE_DEFS for m in THRESHOLD_MODES})
     t0 = time.perf_counter()
     for gi, gl in enumerate(gain_lattices(model, inputs, valid, calib, gains, targets, fixed, where, layers, floor,
                                           batch_size, progress)):
@@ -155,8 +155,8 @@ def run(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calibration, ga
             out.rows.append(keys | {"rate_mean": th.rate.mean(), "rate_max_rel_err": err, "floor": gl.floor} | row)
             out.profiles.append(layer_rows(counts, valid, th, per_layer_mr=mode == "rate_matched").assign(**keys))
             out.sizes.append(table[["size", "n_sites", "t_span", "l_span"]].assign(**keys))
-            if r == 0 and mode == "rate_matched":
-                out.lattices[d][gi] = counts
+            if r == 0:
+                out.lattices[(d, mode)][gi] = counts
         if log:
             log(f"{ablation:8s} g={gl.g:.2f} done ({time.perf_counter() - t0:.0f} s)")
     return out

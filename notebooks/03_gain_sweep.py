@@ -74,7 +74,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from avalanche_nb import lattice as lat
-from avalanche_nb import plots, provenance, runtime, sweep
+from avalanche_nb import gain_stack, plots, provenance, runtime, sweep
 from avalanche_nb.models import load_model
 
 gain_grid = sweep.check_gains(gains)  # fail before any forward pass
@@ -121,14 +121,14 @@ wall = time.perf_counter() - t_start
 rows = [row for res in results.values() for row in res.rows]
 profiles = [p for res in results.values() for p in res.profiles]
 sizes = [x for res in results.values() for x in res.sizes]
-keep = results["all"].lattices if "all" in results else {
-    d: np.zeros((len(gain_grid), n_sequences, window, calibration.n_layers), np.int32) for d in lat.SPIKE_DEFS}
 table = pd.DataFrame(rows)
 provenance.save_parquet(out / "sweep.parquet", table)
 provenance.save_parquet(out / "layer_profile.parquet", pd.concat(profiles, ignore_index=True))
 provenance.save_parquet(out / "sweep_avalanches.parquet", pd.concat(sizes, ignore_index=True))
-provenance.save_npz(out / "sweep_lattices.npz", g=gain_grid, counts_pos=keep["pos"], counts_abs=keep["abs"],
-                    valid=valid, tokens=tokens)
+stack = gain_stack.GainStack(gain_grid, results["all"].lattices, valid, tokens,
+                             np.array([runtime.token_strings(lm.tokenizer, row) for row in tokens]), targets[0],
+                             calibration.d_ff)
+provenance.save_npz(out / "sweep_lattices.npz", **stack.to_npz_dict())
 provenance.record(out, sweep_seconds=round(wall, 1), n_rows=len(table))
 print(f"sweep: {len(table)} rows in {wall:.0f} s")
 

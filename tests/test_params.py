@@ -39,6 +39,7 @@ def test_mistyped_key_is_named_with_a_suggestion():
     ("gains", [], "empty"),
     ("gains", [-1.0, 1.0], ">= 0"),
     ("ablations", ["middle"], "must be one of"),
+    ("ablations", ["early", "late"], "must include 'all'"),
     ("null_draws", 0, "> 0"),
     ("gof_draws", -1, ">= 0"),
     ("alpha_range", [0.9, 3.0], "1 < min < max"),
@@ -84,7 +85,7 @@ def test_readme_documents_every_key():
     assert P.markdown_table() in (ROOT / "README.md").read_text()
 
 
-@pytest.mark.parametrize("phase", cli.PHASES)
+@pytest.mark.parametrize("phase", cli.PHASES + ("explore",))
 def test_ipynb_is_in_sync_with_its_py_source(phase):
     import jupytext
 

@@ -22,12 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return cli.run(ROOT / "params" / "smoke.yaml", out=out, run_id="smoke")
-
-
 def test_every_phase_finished_and_verifies(run_dir):
     assert [p.name for p in sorted(run_dir.iterdir()) if p.is_dir()] == list(cli.PHASES)
     assert cli.verify(run_dir) == []
@@ -80,7 +74,14 @@ def test_summary_contract(run_dir):
 
 
 def test_nbval_reproduces_the_checked_outputs(run_dir, tmp_path):
+    import papermill
+
     notebooks = [str(run_dir / phase / f"{phase}.ipynb") for phase in cli.PHASES]
+    # the explorer is not a phase: executed here on the smoke run, then checked like the phases
+    explore = tmp_path / "explore.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / "explore.ipynb"), str(explore), kernel_name=cli.KERNEL,
+                               parameters={"run_dir": str(run_dir)}, progress_bar=False)
+    notebooks.append(str(explore))
     env = os.environ | {provenance.SCRATCH_ENV: str(tmp_path / "scratch")}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
@@ -108,7 +109,10 @@ def test_sweep_table_contract(run_dir):
     for c in ("ablation", "g", "target_rate", "spike_def", "threshold_mode", "layer", "rate", "tau", "b_time", "b_depth"):
         assert c in profile.columns
     z = np.load(run_dir / "03_gain_sweep" / "sweep_lattices.npz")
-    assert z["counts_pos"].shape == (3, 4, 48, 30) and z["g"].tolist() == [0.8, 1.0, 1.2]
+    assert z["g"].tolist() == [0.8, 1.0, 1.2] and int(z["d_ff"]) == 1536 and z["target_rate"].shape == (30,)
+    for key in ("counts_pos", "counts_abs", "fixed_counts_pos", "fixed_counts_abs"):
+        assert z[key].shape == (3, 4, 48, 30) and z[key].dtype.kind == "i", key
+    assert z["token_text"].shape == (4, 48) and z["token_text"].dtype.kind == "U"
 
 
 def test_rate_moves_under_fixed_and_is_pinned_under_rate_matching(run_dir):
@@ -200,13 +204,6 @@ def test_transfer_perplexity_matches_a_direct_computation(run_dir, smol):
         logits = smol.model(tokens).logits[:, :-1]
     nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
     assert tr.loc[tr.g == 1.0, "perplexity"].item() == pytest.approx(float(torch.exp(nll)), rel=1e-4)
-
-
-@pytest.fixture(scope="module")
-def smol():
-    from avalanche_nb.models import load_model
-
-    return load_model("smollm2-135m-instruct")
 
 
 def test_arc_rows_match_an_independent_scorer(run_dir, smol):
