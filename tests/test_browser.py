@@ -27,6 +27,27 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-
 #: the heatmap: the plotly graph whose title is the scrubber's
 HEATMAP_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].find(
     d => d.layout && d.layout.title && String(d.layout.title.text || d.layout.title).startsWith('sequence'))"""
+HEATMAP_STATE_JS = f"() => {{ const d = ({HEATMAP_JS})(); return [String(d.layout.title.text), JSON.stringify(d.data[0].z)]; }}"
+#: the notebook is open and its kernel idle
+KERNEL_IDLE_JS = """() => {
+    const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+    const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+    return k && k.status === 'idle'; }"""
+#: every code cell has run and the kernel is idle again
+ALL_RUN_JS = """() => {
+    const w = window.jupyterapp.shell.currentWidget;
+    const cells = w.content.widgets.filter(c => c.model.type === 'code');
+    return cells.every(c => c.model.executionCount !== null) && w.sessionContext.session.kernel.status === 'idle'; }"""
+ERRORS_JS = """() => [...document.querySelectorAll('[data-mime-type="application/vnd.jupyter.stderr"]')]
+    .map(e => e.innerText).join('\\n')"""
+#: [id, token, layer] of the first one-site avalanche in the inspector's list (ipywidgets renders spaces as nbsp)
+ONE_SITE_AVALANCHE_JS = r"""() => {
+    const opts = [...document.querySelectorAll('select option')].map(o => o.textContent);
+    const m = opts.map(o => o.match(/^#(\d+):\s\d+\sspikes,\s1\ssite,\stokens\s(\d+)–\d+,\slayers\s(\d+)–/)).find(x => x);
+    return [Number(m[1]), Number(m[2]), Number(m[3])]; }"""
+#: page coordinates of the heatmap cell [token, layer]
+CELL_XY_JS = f"""([t, l]) => {{ const d = ({HEATMAP_JS})(), fl = d._fullLayout, r = d.getBoundingClientRect();
+    return [r.left + fl.xaxis._offset + fl.xaxis.l2p(t), r.top + fl.yaxis._offset + fl.yaxis.l2p(l)]; }}"""
 
 
 def _chromium() -> str:
@@ -127,40 +148,43 @@ def test_explorer_runs_and_scrubs_in_chromium(lab, tmp_path):
         requests: list[str] = []
         page.on("request", lambda r: requests.append(r.url))
         page.goto(f"{url}/lab/tree/explore.ipynb?token={token}")
-        # the notebook is open and its kernel idle
-        page.wait_for_function("""() => {
-            const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-            const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
-            return k && k.status === 'idle'; }""", timeout=120_000)
+        page.wait_for_function(KERNEL_IDLE_JS, timeout=120_000)
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-        # every code cell has run and the kernel is idle again
-        page.wait_for_function("""() => {
-            const w = window.jupyterapp.shell.currentWidget;
-            const cells = w.content.widgets.filter(c => c.model.type === 'code');
-            return cells.every(c => c.model.executionCount !== null) &&
-                   w.sessionContext.session.kernel.status === 'idle'; }""", timeout=300_000)
-        errors = page.evaluate("""() => [...document.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"], .jp-RenderedText[data-mime-type="application/vnd.jupyter.error"]')].map(e => e.innerText).join('\\n')""")
+        page.wait_for_function(ALL_RUN_JS, timeout=300_000)
+        errors = page.evaluate(ERRORS_JS)
         assert "Error" not in errors, errors[-3000:]
         page.wait_for_function(f"() => !!({HEATMAP_JS})()", timeout=120_000)
-        before = page.evaluate(f"() => {{ const d = ({HEATMAP_JS})(); return [String(d.layout.title.text), JSON.stringify(d.data[0].z)]; }}")
+        before = page.evaluate(HEATMAP_STATE_JS)
         assert before[0].startswith("sequence 0 · g = 1 ·"), before[0]
+
         handle = page.locator(".widget-slider .noUi-handle").first
         handle.scroll_into_view_if_needed()
         handle.focus()
         t0 = time.perf_counter()
         page.keyboard.press("ArrowRight")
-        page.wait_for_function(f"() => String(({HEATMAP_JS})().layout.title.text).includes('g = 1.2')", timeout=60_000)
+        page.wait_for_function(f"() => String(({HEATMAP_JS})().layout.title.text).includes('g = 1.2')",
+                               timeout=60_000)
         print(f"key press to redrawn heatmap: {1000 * (time.perf_counter() - t0):.0f} ms (browser, kernel and back)")
-        after = page.evaluate(f"() => {{ const d = ({HEATMAP_JS})(); return [String(d.layout.title.text), JSON.stringify(d.data[0].z)]; }}")
+        after = page.evaluate(HEATMAP_STATE_JS)
         assert after[1] != before[1], "the heatmap's data did not change with the gain"
         assert page.locator(".widget-readout").first.inner_text().strip() == "1.2"
         page.wait_for_timeout(500)  # let plotly finish drawing before the picture
-        page.locator(".jp-OutputArea-output:has(.js-plotly-plot)").first.screenshot(path=str(shot))
+        output = page.locator(".jp-OutputArea-output:has(.js-plotly-plot)").first
+        output.screenshot(path=str(shot))
+
+        # click the cell of a one-site avalanche (read off the inspector's list) and see it inspected
+        k, t, l = page.evaluate(ONE_SITE_AVALANCHE_JS)
+        page.mouse.click(*page.evaluate(CELL_XY_JS, [t, l]))
+        page.wait_for_function("k => [...document.querySelectorAll('.widget-html')].some("
+                               "e => e.innerText.startsWith(`avalanche #${k} of sequence 0 at g = 1.2`))",
+                               arg=k, timeout=30_000)
+        output.screenshot(path=str(tmp_path / "explore_click.png"))
         browser.close()
     outside = [u for u in requests if not u.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:"))]
     assert not outside, f"the page fetched from outside loopback (no CDN allowed): {outside[:5]}"
     keep = ROOT / "outputs" / "test-artifacts"
     keep.mkdir(parents=True, exist_ok=True)
-    shutil.copy(shot, keep / "explore_browser.png")
-    print(f"screenshot: {shot} (copied to {keep / 'explore_browser.png'})")
+    for name in ("explore.png", "explore_click.png"):
+        shutil.copy(tmp_path / name, keep / f"browser_{name}")
+    print(f"screenshots: {shot} after the slider, explore_click.png after the click (copied to {keep}/browser_*)")
     assert shot.stat().st_size > 20_000
