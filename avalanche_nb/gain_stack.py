@@ -27,6 +27,7 @@ from .sweep import THRESHOLD_MODES
 KEYS: tuple[tuple[str, str], ...] = tuple((d, m) for d in lat.SPIKE_DEFS for m in THRESHOLD_MODES)
 SWEEP_PHASE = "03_gain_sweep"
 NPZ = "sweep_lattices.npz"
+EXPORT_FOLDER = "explore"  # a run's exports: beside its phase folders, never inside one
 #: the live explorer's slice: small enough for a minute on 2 CPU cores, overridable by any params key
 LIVE_DEFAULTS: dict[str, Any] = {"n_sequences": 4, "n_calibration": 8, "window": 64}
 #: params keys a live stack depends on (its cache key)
@@ -139,7 +140,8 @@ def from_run(run_dir: str | Path) -> GainStack:
     params = provenance.read_manifest(phase_dir)["params"]
     with np.load(path) as z:
         return GainStack.from_npz_dict(z, adjacency=params["adjacencies"][0], null_draws=params["null_draws"],
-                                       seed=params["seed"], source=f"run {run_dir}", export_dir=run_dir / "explore")
+                                       seed=params["seed"], source=f"run {run_dir}",
+                                       export_dir=run_dir / EXPORT_FOLDER)
 
 
 def live_params(model: str, **overrides: Any) -> dict[str, Any]:

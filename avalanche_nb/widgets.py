@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import ipywidgets as W
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -98,11 +99,12 @@ class GainScrubber:
     def seq(self) -> int:
         return int(self.sequence.value)
 
-    def counts(self, spike_def: str | None = None) -> np.ndarray:
-        """int [T, L] lattice on show (or the same gain, mode and sequence under ``spike_def``)."""
-        return self.stack.lattice(spike_def or self.spike_def.value, self.mode.value, self.gi)[self.seq]
+    def counts(self) -> np.ndarray:
+        """int [T, L]: the lattice on show."""
+        return self.stack.lattice(self.spike_def.value, self.mode.value, self.gi)[self.seq]
 
-    def signatures(self):
+    def signatures(self) -> pd.DataFrame:
+        """The curves' numbers: ``gain_stack.signatures`` of the whole stack for the current controls."""
         return gs.signatures(self.stack, self.spike_def.value, self.mode.value, self.adjacency.value)
 
     def on_lattice(self, fn: Callable[[], None]) -> None:
@@ -138,12 +140,12 @@ class GainScrubber:
         sig = self.signatures()
         fig = make_subplots(rows=1, cols=len(CURVES), subplot_titles=[t for _, t in CURVES])
         for i, (col, _) in enumerate(CURVES, 1):
-            fig.add_trace(go.Scatter(x=sig.g, y=_json_safe(sig[col]), mode="lines+markers", showlegend=False, name=col,
-                                     line=dict(color="#1f77b4")), row=1, col=i)
+            fig.add_trace(go.Scatter(x=sig.g, y=_json_safe(sig[col]), mode="lines+markers", showlegend=False,
+                                     name=col, line=dict(color="#1f77b4")), row=1, col=i)
+        marker = dict(color="crimson", size=13, symbol="diamond")
         for i, (col, _) in enumerate(CURVES, 1):  # markers after the curves: traces 3..5
-            fig.add_trace(go.Scatter(x=[self.g], y=_json_safe([sig[col].iloc[self.gi]]), mode="markers", showlegend=False,
-                                     name=f"current g ({col})", marker=dict(color="crimson", size=13,
-                                                                            symbol="diamond")), row=1, col=i)
+            fig.add_trace(go.Scatter(x=[self.g], y=_json_safe([sig[col].iloc[self.gi]]), mode="markers",
+                                     showlegend=False, name=f"current g ({col})", marker=marker), row=1, col=i)
         fig.update_layout(title=self._curves_title(), height=330, width=660, margin=dict(l=40, r=10, t=70, b=40))
         fig.update_xaxes(title_text="g")
         return go.FigureWidget(fig)

@@ -35,7 +35,7 @@ def test_token_labels_are_the_tokenizer_s(run_dir, smol):
 def test_exports_stay_out_of_the_phase_folders(run_dir):
     ex = widgets.explore(run_dir=run_dir)
     js, csv = ex.inspector.export()
-    assert js.parent == run_dir / "explore" and csv.exists()
+    assert js.parent == run_dir / gs.EXPORT_FOLDER and csv.exists()
     assert cli.verify(run_dir) == []  # every phase's artifacts still hash as recorded
 
 
