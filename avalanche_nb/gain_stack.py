@@ -151,9 +151,15 @@ def live_params(model: str, **overrides: Any) -> dict[str, Any]:
     return P.validate(LIVE_DEFAULTS | {"model": model} | overrides)
 
 
+#: the package modules a live stack is computed by: a change to any of them invalidates the cache
+LIVE_CODE = ("data.py", "models.py", "hooks.py", "lattice.py", "sweep.py", "runtime.py", "gain_stack.py")
+
+
 def cache_key(params: dict[str, Any]) -> str:
-    """sha256 of what a live stack depends on (a local model path adds its size and mtime)."""
-    keyed = {k: params[k] for k in LIVE_KEYS}
+    """sha256 of what a live stack depends on: its params, the code computing it (``LIVE_CODE``) and,
+    for a local model path, the file's size and mtime."""
+    here = Path(__file__).resolve().parent
+    keyed = {k: params[k] for k in LIVE_KEYS} | {"code": [provenance.sha256_file(here / f) for f in LIVE_CODE]}
     path = Path(str(params["model"])).expanduser()
     if path.exists():
         st = path.stat()

@@ -123,6 +123,16 @@ def test_live_params_fail_on_a_mistyped_key():
     assert gs.live_params("tiny-llama")["n_sequences"] == gs.LIVE_DEFAULTS["n_sequences"]
 
 
+def test_live_cache_key_follows_params_and_code(monkeypatch):
+    p = gs.live_params("smollm2-135m-instruct")
+    key = gs.cache_key(p)
+    assert gs.cache_key(dict(p)) == key and gs.cache_key(p | {"window": 32}) != key
+    assert gs.cache_key(p | {"adjacencies": ["moore"], "null_draws": 5}) == key  # not lattice inputs
+    real = gs.provenance.sha256_file
+    monkeypatch.setattr(gs.provenance, "sha256_file", lambda path: "edited" if path.name == "lattice.py" else real(path))
+    assert gs.cache_key(p) != key
+
+
 def test_find_run_names_the_runs_there(tmp_path):
     (tmp_path / "a").mkdir()
     with pytest.raises(FileNotFoundError, match=r"no run 'b'.*\['a'\]"):
