@@ -118,7 +118,7 @@ SCHEMA: dict[str, Param] = {
     "gains": Param([0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5], list,
                    "gain grid of 03_gain_sweep; must include 1.0", item=NUM, check=_gain_grid),
     "ablations": Param(list(ABLATIONS), list, "where the gain acts: all (every MLP), early/mid/late (one third of "
-                       "the layers), attn (attention outputs), shuffled (all MLPs, input tokens shuffled)",
+                       "the layers), attn (attention outputs), shuffled (all MLPs, input tokens shuffled); must include all",
                        item=str, check=_ablations),
     "null_draws": Param(100, int, "draws per null model (N1, N2, N3) per sweep row", check=_positive),
     "gof_draws": Param(100, int, "CSN bootstrap draws for the tail goodness-of-fit p-value (ablation 'all'; 0 = skip)",
