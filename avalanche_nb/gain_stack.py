@@ -28,6 +28,7 @@ KEYS: tuple[tuple[str, str], ...] = tuple((d, m) for d in lat.SPIKE_DEFS for m i
 SWEEP_PHASE = "03_gain_sweep"
 NPZ = "sweep_lattices.npz"
 EXPORT_FOLDER = "explore"  # a run's exports: beside its phase folders, never inside one
+OUTPUTS = Path(__file__).resolve().parent.parent / "outputs"  # the project's runs and live exports
 #: the live explorer's slice: small enough for a minute on 2 CPU cores, overridable by any params key
 LIVE_DEFAULTS: dict[str, Any] = {"n_sequences": 4, "n_calibration": 8, "window": 64}
 #: params keys a live stack depends on (its cache key)
@@ -180,7 +181,7 @@ def compute(model: str, cache: bool = True, progress: bool = True, **overrides: 
     p = live_params(model, **overrides)
     key = cache_key(p)
     meta = dict(adjacency=p["adjacencies"][0], null_draws=p["null_draws"], seed=p["seed"], source=f"model {model}",
-                export_dir=Path(__file__).resolve().parent.parent / "outputs" / "explore" / key[:12])
+                export_dir=OUTPUTS / EXPORT_FOLDER / key[:12])
     path = cache_dir() / "explore" / f"{key}.npz"
     if cache and path.exists():
         with np.load(path) as z:
@@ -299,7 +300,7 @@ def export_avalanche(detail: dict[str, Any], out_dir: str | Path) -> tuple[Path,
 
 def find_run(run_id: str, runs: str | Path | None = None) -> Path:
     """The folder of run ``run_id`` under ``runs`` (default: the project's ``outputs/runs``)."""
-    runs = Path(runs) if runs else Path(__file__).resolve().parent.parent / "outputs" / "runs"
+    runs = Path(runs) if runs else OUTPUTS / "runs"
     path = runs / run_id
     if not path.is_dir():
         known = sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []

@@ -217,8 +217,8 @@ class AvalancheInspector:
         self.tokens = W.HTML()
         self.summary = W.HTML()
         self.sites = W.HTML()
-        self.export_button = W.Button(description="export csv + json", icon="download", layout=W.Layout(width="180px"),
-                                      disabled=self.export_dir is None)
+        self.export_button = W.Button(description="export csv + json", icon="download",
+                                      layout=W.Layout(width="180px"), disabled=self.export_dir is None)
         self.export_status = W.HTML()
         self._quiet = False
         self.choice.observe(self._on_choice, "value")
