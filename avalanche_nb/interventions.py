@@ -25,8 +25,8 @@ from torch import nn
 
 from . import hooks
 from .massive import TOKEN_CLASSES
+from .options import MA_INTERVENTIONS
 
-MODES = ("zero", "mean", "clip")
 
 
 def _fresh_pass_tracker(model: nn.Module, state: dict):
@@ -88,8 +88,8 @@ def edit_sites(model: nn.Module, layers: Sequence[int], positions: Sequence[int]
     if mode == "none":
         yield
         return
-    if mode not in MODES:
-        raise ValueError(f"unknown intervention {mode!r}; choose one of {('none',) + MODES}")
+    if mode not in MA_INTERVENTIONS:
+        raise ValueError(f"unknown intervention {mode!r}; choose one of {('none',) + MA_INTERVENTIONS}")
     positions, dims = _check_sites(positions, dims)
     layers = [int(l) for l in layers]
     if mode == "mean":

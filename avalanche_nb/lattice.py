@@ -23,26 +23,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .hooks import forward_hidden, gain, mlp_tap
+from .hooks import check_finite, forward_hidden, gain, mlp_tap
+from .options import SPIKE_DEFS, TARGET_PROFILES
 
-SPIKE_DEFS = ("pos", "abs")
-TARGET_PROFILES = ("baseline_profile", "uniform")
 EPS = 1e-6
 SEED_D_FF = 18944  # the seed's Qwen2.5-7B MLP width; its rates are per neuron of that width
 
 
-class NonFiniteActivationError(FloatingPointError):
-    """The tapped tensor holds NaN or inf: the model or its weights are broken."""
-
-
 class FloorTooHighError(RuntimeError):
     """A threshold falls below the sparse floor, so exact counting needs a lower floor."""
-
-
-def _check_finite(layer: int, u: torch.Tensor) -> None:
-    # one fused reduction: a NaN or inf anywhere makes the sum non-finite (15x cheaper than isfinite().all())
-    if not torch.isfinite(u.sum()):
-        raise NonFiniteActivationError(f"non-finite values (NaN/inf) in the MLP tap of layer {layer}")
 
 
 def valid_mask(n_sequences: int, window: int, exclude_first_token: bool = True) -> np.ndarray:
@@ -98,7 +87,7 @@ class _MomentReducer:
         self.valid: torch.Tensor | None = None
 
     def __call__(self, layer: int, u: torch.Tensor) -> None:
-        _check_finite(layer, u)
+        check_finite(u, f"the MLP tap of layer {layer}")
         x = u[self.valid].to(torch.float64)  # [sites, d_ff]
         self.sum[layer] += x.sum(0).cpu()
         self.sumsq[layer] += (x * x).sum(0).cpu()
@@ -204,7 +193,7 @@ class _EventReducer:
         self.valid: torch.Tensor | None = None
 
     def __call__(self, layer: int, u: torch.Tensor) -> None:
-        _check_finite(layer, u)
+        check_finite(u, f"the MLP tap of layer {layer}")
         u = u.float()
         ok = self.valid[:, :, None]
         if self.ref is not None:  # only the g = 1 pass that shapes baseline_profile pays for this

@@ -15,6 +15,7 @@ import pandas as pd
 
 from . import interventions as iv
 from . import massive, scoring, stats
+from .options import MA_INTERVENTIONS
 
 
 def _measure(model, probe: np.ndarray, b_tokens: np.ndarray, k: int, batch_size: int) -> tuple[massive.Scan, np.ndarray]:
@@ -37,7 +38,7 @@ def _per_layer(s: massive.Scan, **keys) -> list[dict]:
 
 
 def interventions(model, tokenizer, me: dict, probe: np.ndarray, calib: np.ndarray, b_tokens: np.ndarray,
-                  modes: Sequence[str] = iv.MODES, clip_multiple: float = 10.0, k: int = 10,
+                  modes: Sequence[str] = MA_INTERVENTIONS, clip_multiple: float = 10.0, k: int = 10,
                   batch_size: int = 8) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Edit the MA sites at every layer from the ME layer on; for ``none`` and each mode measure:
 
@@ -132,8 +133,8 @@ def findings(me: dict, interventions_rows: pd.DataFrame, factorial_rows: pd.Data
 
     * ``perplexity_ratio``: B perplexity of each intervention over ``none``;
     * ``factorial``: per cell, whether any layer from the ME layer on still meets the criterion;
-    * ``rigidity``: per configuration, whether MAs persist in the layers after the one it was applied at,
-      and its perplexity / ARC / mean sink mass changes relative to the unedited model.
+    * ``rigidity``: per configuration, whether MAs persist from the layer it was applied at on (the edit
+      acts on that layer's input, so its own output is downstream of it, as in the factorial), and its perplexity / ARC / mean sink mass changes relative to the unedited model.
     """
     kind, relaxed = me["criterion"], me["relaxed_ratio"]
     me_l = me["me_layer"]
@@ -144,7 +145,7 @@ def findings(me: dict, interventions_rows: pd.DataFrame, factorial_rows: pd.Data
     base = rigidity_rows[rigidity_rows.applied == -1]
     rig = []
     for (applied, alpha, rate), g in rigidity_rows[rigidity_rows.applied >= 0].groupby(["applied", "alpha", "mask_rate"]):
-        deeper = g[g.layer > applied]
+        deeper = g[g.layer >= applied]  # the edited layer's own output is downstream of the edit
         rig.append({"applied": int(applied), "at_me_layer": int(applied) == me_l, "alpha": alpha, "mask_rate": rate,
                     "ma_persists": _meets(deeper, kind, relaxed) if len(deeper) else None,
                     "d_perplexity": float(g.perplexity.iloc[0] - base.perplexity.iloc[0]),

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import hooks
+from .options import MA_CRITERIA
 
-CRITERIA = ("sun", "relaxed")
 SUN_ABS, SUN_RATIO = 100.0, 1000.0
 TOKEN_CLASSES = ("first", "punctuation", "function", "content")
 
@@ -98,11 +98,6 @@ class Scan:
         return self.top_abs[..., 0] / self.median
 
 
-def _check_finite(h: torch.Tensor, where: str) -> None:
-    if not torch.isfinite(h).all():
-        raise FloatingPointError(f"non-finite hidden state at {where}: the model produced NaN/inf activations")
-
-
 def _reduce(h: torch.Tensor, k: int) -> tuple[np.ndarray, ...]:
     """top-k |h| (values, signed values, positions, dims) and the median |h| of each sequence of h [B, T, d]."""
     B, T, d = h.shape
@@ -142,7 +137,7 @@ def scan(model: nn.Module, tokens: np.ndarray, k: int = 10, batch_size: int = 8,
     state: dict = {}
 
     def record(i: int, h: torch.Tensor) -> None:
-        _check_finite(h, "the embeddings" if i == 0 else f"layer {i - 1}'s output")
+        hooks.check_finite(h, "the embeddings" if i == 0 else f"layer {i - 1}'s output")
         s = state["batch"]
         for arr, v in zip((out.top_abs, out.top_val, out.pos, out.dim, out.median), _reduce(h, k)):
             arr[i, s] = v
@@ -208,8 +203,8 @@ def eager_attention(model: nn.Module) -> Iterator[nn.Module]:
 
 def thresholds(kind: str, relaxed_ratio: float = 100.0) -> tuple[float, float]:
     """(|a| floor, ratio floor) of an MA criterion: sun (100, 1000) or relaxed (0, relaxed_ratio)."""
-    if kind not in CRITERIA:
-        raise ValueError(f"unknown MA criterion {kind!r}; choose one of {CRITERIA}")
+    if kind not in MA_CRITERIA:
+        raise ValueError(f"unknown MA criterion {kind!r}; choose one of {MA_CRITERIA}")
     return (SUN_ABS, SUN_RATIO) if kind == "sun" else (0.0, float(relaxed_ratio))
 
 
@@ -274,7 +269,7 @@ def me_layer(s: Scan, kind: str = "sun", relaxed_ratio: float = 100.0) -> dict:
     log_ratio = np.log10(s.ratio).mean(1)
     jump = int(np.argmax(np.diff(log_ratio)))  # diff index i is layer i (from layer i - 1)
     firsts = {}
-    for c in CRITERIA:
+    for c in MA_CRITERIA:
         hit = np.flatnonzero(layer_flags(s, c, relaxed_ratio)[1:])  # decoder layers only
         firsts[c] = int(hit[0]) if hit.size else None
     out = {"criterion": kind, "relaxed_ratio": relaxed_ratio, "first_layer": firsts, "jump_layer": jump,

@@ -2,7 +2,7 @@
 
 Input is the occupancy ``X`` bool [N, T, L] (sequence n, token t, layer l) and ``valid`` bool [N, T],
 the token sites that enter the lattice (invalid sites must be empty). Each null keeps marginals
-exactly and is drawn per sequence, ``k`` draws at once, vectorised over rows and draws:
+exactly and is drawn per sequence, many draws at once, vectorised over rows and draws:
 
 ``n1``  permute each (sequence, layer) row over its valid tokens: keeps every (n, l) count.
 ``n2``  circularly shift each (n, l) row, taken as the compressed sequence of its m_n valid tokens,
@@ -10,6 +10,12 @@ exactly and is drawn per sequence, ``k`` draws at once, vectorised over rows and
         count and each row's cyclic run-length multiset.
 ``n3``  curveball trades (Strona et al. 2014) on each sequence's matrix [L layers, m_n valid tokens]:
         keeps every row count (per layer) and every column count (per token).
+
+Seeding: draw j of null ``NULLS[i]`` for a seed takes every random number it uses from its own
+generator, ``SeedSequence(seed, spawn_key=(i, j))``, in an order fixed by that draw alone. So a draw is
+the same lattice whether it is made alone or with any other draws (the chunking of ``null_branching``
+changes nothing), and a null's draws never depend on which other nulls are asked for. ``draws`` is
+the one way to get them.
 
 ``null_branching`` compares the observed co-occupancy branching ratios (``avalanches.branching``)
 with their null distributions: delta-b = observed - null mean, the null's 95% interval and
@@ -22,6 +28,7 @@ Internally a sequence's valid tokens are compressed into slots j < m_n of a [..,
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,10 +40,9 @@ NULLS: tuple[str, ...] = ("n1", "n2", "n3")
 DIRECTIONS: tuple[str, ...] = ("time", "depth", "diag", "tot")
 STATS: tuple[str, ...] = ("mean", "lo", "hi", "sd", "delta", "z")
 
-_CHUNK_BYTES = 256 * 2**20  # working-memory budget of one chunk of draws
+CHUNK_ENV = "AVALANCHE_NB_NULL_CHUNK_MB"  # working-memory budget of one chunk of draws, in MB (default 256)
 _BYTES_PER_SITE = 16  # draws (1 B) + sort keys and sorted copy (2 x 4 B) + bool temporaries, rounded up
 _SENTINEL = np.uint32(0xFFFFFFFF)  # sort key of a slot that may not be picked (ties with it are redrawn)
-_RAW64 = (np.random.PCG64, np.random.PCG64DXSM, np.random.Philox, np.random.SFC64)  # 64 random bits per raw draw
 
 
 # ----------------------------------------------------------------------------- validation and layout
@@ -58,9 +64,11 @@ def _check_null(null: str) -> None:
         raise ValueError(f"unknown null {null!r}; valid names: {', '.join(NULLS)}")
 
 
-def _check_count(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def _check_count(value: int, name: str, minimum: int = 1) -> int:
+    """``value`` as an int, checked to be an integer >= ``minimum`` (0 or 1; a bool is no count)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        kind = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
     return int(value)
 
 
@@ -117,17 +125,25 @@ def _expand(C: np.ndarray, lay: _Layout, T: int) -> np.ndarray:
     return out
 
 
-# ----------------------------------------------------------------------------- exact random subsets
+# ----------------------------------------------------------------------------- random streams and exact subsets
 
 
-def _random_bits(shape: tuple[int, ...], rng: np.random.Generator, bits: int) -> np.ndarray:
-    """iid uniform uint16 or uint32 [shape] (``bits`` 16 or 32); straight from the bit generator's raw
-    output when it is 64-bit (4 or 2 values per raw draw, ~3x cheaper than ``rng.integers``)."""
-    dtype = np.uint16 if bits == 16 else np.uint32
-    if isinstance(rng.bit_generator, _RAW64):
-        n, per_raw = math.prod(shape), 64 // bits
-        return rng.bit_generator.random_raw(-(-n // per_raw)).view(dtype)[:n].reshape(shape)
-    return rng.integers(0, 1 << bits, size=shape, dtype=dtype)
+def _draw_rngs(null: str, start: int, k: int, seed: int) -> list[np.random.Generator]:
+    """The generators of draws ``start .. start + k - 1`` of ``null``: draw j of ``NULLS[i]`` owns
+    ``SeedSequence(seed, spawn_key=(i, j))``, i.e. ``SeedSequence(seed).spawn(len(NULLS))[i].spawn(j + 1)[j]``."""
+    i = NULLS.index(null)
+    return [np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, j))) for j in range(start, start + k)]
+
+
+def _random_bits(rngs: list[np.random.Generator], shape: tuple[int, ...], bits: int) -> np.ndarray:
+    """uint32 [len(rngs), *shape], iid uniform on [0, 2**bits) (``bits`` 16 or 32): block d cut from one
+    call for whole raw 64-bit outputs of ``rngs[d]``'s PCG64 (4 or 2 values per raw output, ~3x cheaper
+    than ``Generator.integers``)."""
+    n, per_raw = math.prod(shape), 64 // bits
+    raw = np.empty((len(rngs), -(-n // per_raw)), np.uint64)
+    for row, rng in zip(raw, rngs):
+        row[...] = rng.bit_generator.random_raw(raw.shape[1])
+    return raw.view(np.uint16 if bits == 16 else np.uint32)[:, :n].astype(np.uint32).reshape(len(rngs), *shape)
 
 
 def _pick_smallest(keys: np.ndarray, n_pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,56 +159,66 @@ def _pick_smallest(keys: np.ndarray, n_pick: np.ndarray) -> tuple[np.ndarray, np
     return chosen, tied
 
 
-def _keys(shape: tuple[int, ...], allowed: np.ndarray | None, rng: np.random.Generator, bits: int) -> np.ndarray:
-    """uint32 [shape] sort keys: iid uniform on [0, 2**bits) at allowed slots, larger than every allowed key
-    elsewhere (16-bit keys: ``2**16 + key``, which never ties with an allowed one; 32-bit: ``_SENTINEL``)."""
-    keys = _random_bits(shape, rng, bits).astype(np.uint32, copy=False)
+def _forbid(keys: np.ndarray, allowed: np.ndarray | None, bits: int) -> np.ndarray:
+    """``keys`` uint32 (iid uniform on [0, 2**bits)), in place, made larger than every allowed key where
+    ``allowed`` (bool, same shape) is False: 16-bit keys get ``2**16 + key``, which never ties with an
+    allowed one (a shift and an or: several times cheaper than a masked write); 32-bit get ``_SENTINEL``."""
     if allowed is None:
         return keys
-    if bits == 16:  # a shift and an or: several times cheaper than np.where with a scalar
-        return keys | (np.logical_not(allowed).astype(np.uint32) << 16)
-    return np.where(allowed, keys, _SENTINEL)
+    if bits == 16:
+        keys |= np.logical_not(allowed).astype(np.uint32) << 16
+    else:
+        np.putmask(keys, np.logical_not(allowed), _SENTINEL)
+    return keys
 
 
-def _random_subset(n_pick: np.ndarray, M: int, allowed: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
-    """A uniformly random ``n_pick[r]``-subset of the allowed slots of each row r: bool [R, M].
+def _random_subset(n_pick: np.ndarray, M: int, allowed: np.ndarray | None,
+                   rngs: list[np.random.Generator]) -> np.ndarray:
+    """A uniformly random ``n_pick[d, r]``-subset of the allowed slots of row r of draw d: bool [k, R, M].
 
-    ``n_pick`` int [R] (at most the allowed count of its row), ``allowed`` bool [R, M] or None (all).
-    Each row takes the slots of its ``n_pick`` smallest iid random keys (16-bit: cheap); the rows whose
-    choice is ambiguous (a tie at the boundary, ~ M / 2**16 of them) are redrawn with fresh 32-bit keys
-    until none is left. Both steps are invariant under permuting a row's allowed slots, so every subset
-    of the right size is exactly equally likely.
+    ``n_pick`` int [k, R] (at most the allowed count of its row), ``allowed`` bool [k, R, M] or None (all),
+    ``rngs`` the k draws' generators. Each row takes the slots of its ``n_pick`` smallest iid random keys
+    (16-bit: cheap); the rows whose choice is ambiguous (a tie at the boundary, ~ M / 2**16 of them) are
+    redrawn with fresh 32-bit keys until none is left. Draw d's keys all come from ``rngs[d]``, its tied
+    rows in row order, so they never depend on the other draws. Both steps are invariant under permuting
+    a row's allowed slots, so every subset of the right size is exactly equally likely.
     """
+    k, R = n_pick.shape
     if M == 0:  # no sequence has a valid token: nothing to pick (and no boundary key to look up)
-        return np.zeros((len(n_pick), 0), bool)
-    chosen, tied = _pick_smallest(_keys((len(n_pick), M), allowed, rng, 16), n_pick)
+        return np.zeros((k, R, 0), bool)
+    n_pick = n_pick.reshape(k * R)
+    allowed = None if allowed is None else allowed.reshape(k * R, M)
+    chosen, tied = _pick_smallest(_forbid(_random_bits(rngs, (R, M), 16).reshape(k * R, M), allowed, 16), n_pick)
     while tied.any():
         rows = np.flatnonzero(tied)
+        owners, counts = np.unique(rows // R, return_counts=True)  # rows are draw-major: in order per draw
+        keys = np.concatenate([_random_bits([rngs[d]], (c, M), 32)[0] for d, c in zip(owners, counts)])
         sub = None if allowed is None else allowed[rows]
-        chosen[rows], tied_rows = _pick_smallest(_keys((len(rows), M), sub, rng, 32), n_pick[rows])
+        chosen[rows], tied_rows = _pick_smallest(_forbid(keys, sub, 32), n_pick[rows])
         tied = np.zeros_like(tied)
         tied[rows] = tied_rows
-    return chosen
+    return chosen.reshape(k, R, M)
 
 
 # ----------------------------------------------------------------------------- the null models
 
 
-def _n1(C: np.ndarray, lay: _Layout, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Row permutations: bool [k, N, L, M] from the compressed rows ``C`` bool [N, L, M]."""
-    N, L, M = C.shape
-    counts = np.broadcast_to(C.sum(2), (k, N, L)).reshape(-1)
-    allowed = np.broadcast_to(lay.slot[None, :, None, :], (k, N, L, M)).reshape(-1, M) if lay.padded else None
-    return _random_subset(counts, M, allowed, rng).reshape(k, N, L, M)
+def _n1(C: np.ndarray, lay: _Layout, rngs: list[np.random.Generator]) -> np.ndarray:
+    """Row permutations: bool [k, N, L, M] from the compressed rows ``C`` bool [N, L, M], k = len(rngs)."""
+    k, (N, L, M) = len(rngs), C.shape
+    counts = np.broadcast_to(C.sum(2).reshape(N * L), (k, N * L))
+    allowed = np.broadcast_to(lay.slot[None, :, None, :], (k, N, L, M)).reshape(k, N * L, M) if lay.padded else None
+    return _random_subset(counts, M, allowed, rngs).reshape(k, N, L, M)
 
 
-def _n2(C: np.ndarray, lay: _Layout, k: int, rng: np.random.Generator) -> np.ndarray:
+def _n2(C: np.ndarray, lay: _Layout, rngs: list[np.random.Generator]) -> np.ndarray:
     """Cyclic shifts of the compressed rows: bool [k, N, L, M], slot j = row[(j - s) mod m_n]."""
     N, L, M = C.shape
     m = np.maximum(lay.m, 1)[:, None]  # [N, 1]; an empty sequence has only padding
     doubled = np.take_along_axis(C, (np.arange(2 * M) % m)[:, None, :], 2)  # [N, L, 2M], slot i = row[i mod m_n]
     windows = sliding_window_view(doubled, M, axis=2)  # [N, L, M + 1, M], window w = row[(w + j) mod m_n]
-    s = rng.integers(1, np.maximum(m, 2)[None], size=(k, N, L))  # offset in [1, m_n - 1]
+    high = np.maximum(m, 2)  # offsets s in [1, high - 1] = [1, m_n - 1]
+    s = np.stack([rng.integers(1, high, size=(N, L)) for rng in rngs])  # [k, N, L]
     w = np.where(lay.m[None, :, None] > 1, m[None] - s, 0)
     out = windows[np.arange(N)[None, :, None], np.arange(L)[None, None, :], w]
     return out & lay.slot[None, :, None, :] if lay.padded else out
@@ -206,21 +232,32 @@ def default_trades(L: int) -> int:
     return 0 if L < 2 else math.ceil(3 * L * math.log(L))
 
 
-def _trade(R: np.ndarray, rng: np.random.Generator) -> None:
-    """One curveball trade in each matrix of ``R`` bool [B, L, M], in place.
+def _row_pairs(rngs: list[np.random.Generator], trades: int, N: int, L: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows each curveball trade pairs up in every matrix of ``R`` bool [k, N, L, M] (k = len(rngs)).
 
-    Per matrix, two distinct rows a, b are drawn; the columns where exactly one of them is 1 are
-    pooled and handed back at random, row a getting as many as it had.
+    Returns (ia, ib), int [trades, k * N]: for trade t, the flat indices into ``R.reshape(-1, M)`` of rows
+    a != b of each matrix, the ordered pair uniform over its L (L - 1) values. Draw d's pairs for all its
+    trades come from one call on ``rngs[d]``, before any of its trades' keys.
     """
-    B, L, M = R.shape
-    a = rng.integers(L, size=B)
-    b = rng.integers(L - 1, size=B)
+    p = np.stack([rng.integers(L * (L - 1), size=(trades, N), dtype=np.int32) for rng in rngs], axis=1)
+    a, b = np.divmod(p.reshape(trades, -1), L - 1)
     b += b >= a
-    rows = R.reshape(B * L, M)  # whole-row gathers and scatters: cheaper than 2-D fancy indexing
-    ia, ib = np.arange(0, B * L, L) + a, np.arange(0, B * L, L) + b
+    first = np.arange(0, len(rngs) * N * L, L, dtype=np.int32)  # row 0 of each matrix
+    return first + a, first + b
+
+
+def _trade(R: np.ndarray, ia: np.ndarray, ib: np.ndarray, rngs: list[np.random.Generator]) -> None:
+    """One curveball trade in each matrix of ``R`` bool [k, N, L, M], in place, between the rows ``ia`` and
+    ``ib`` (int [k * N], from ``_row_pairs``), draw d's random keys from ``rngs[d]``.
+
+    Per matrix, the columns where exactly one of rows a, b is 1 are pooled and handed back at random,
+    row a getting as many as it had.
+    """
+    k, N, _, M = R.shape
+    rows = R.reshape(-1, M)  # whole-row gathers and scatters: cheaper than 2-D fancy indexing
     ra, rb = rows[ia], rows[ib]
     both, diff = ra & rb, ra ^ rb
-    to_a = _random_subset(_row_counts(ra & diff), M, diff, rng)
+    to_a = _random_subset(_row_counts(ra & diff).reshape(k, N), M, diff.reshape(k, N, M), rngs).reshape(k * N, M)
     rows[ia] = both | to_a
     rows[ib] = both | (diff & ~to_a)
 
@@ -232,10 +269,10 @@ def _row_counts(x: np.ndarray) -> np.ndarray:
     return x.sum(1)
 
 
-def _n3(C: np.ndarray, lay: _Layout, k: int, rng: np.random.Generator, trades: int | None = None) -> np.ndarray:
+def _n3(C: np.ndarray, rngs: list[np.random.Generator], trades: int) -> np.ndarray:
     """Curveball draws: bool [k, N, L, M], keeping each sequence's row (layer) and column (token) counts.
 
-    All k x N matrices trade at once, ``trades`` steps (default ``default_trades(L)`` = ceil(3 L ln L),
+    All k x N matrices trade at once, ``trades`` steps (``default_trades(L)`` = ceil(3 L ln L) by default,
     e.g. 307 for L = 30). Padding columns are empty in every row, so they never trade.
 
     Mixing check (``python bench/nulls_bench.py``, lattice 16 x 128 x 30 with planted blocks of 4 tokens
@@ -248,24 +285,24 @@ def _n3(C: np.ndarray, lay: _Layout, k: int, rng: np.random.Generator, trades: i
     exp(-6 ln L) = L**-6 at the default, i.e. every row of every matrix has traded many times.
     """
     N, L, M = C.shape
-    trades = default_trades(L) if trades is None else trades
-    if isinstance(trades, bool) or not isinstance(trades, (int, np.integer)) or trades < 0:
-        raise ValueError(f"trades must be a non-negative integer, got {trades!r}")
-    R = np.broadcast_to(C, (k, N, L, M)).reshape(k * N, L, M).copy()
-    if L >= 2 and M >= 2:
-        for _ in range(int(trades)):
-            _trade(R, rng)
-    return R.reshape(k, N, L, M)
-
-
-_DRAW = {"n1": _n1, "n2": _n2, "n3": _n3}
+    R = np.broadcast_to(C, (len(rngs), N, L, M)).copy()
+    if L >= 2 and M >= 2 and trades > 0:
+        for ia, ib in zip(*_row_pairs(rngs, trades, N, L)):
+            _trade(R, ia, ib, rngs)
+    return R
 
 
 # ----------------------------------------------------------------------------- public API
 
 
-def null_draws(X: np.ndarray, valid: np.ndarray | None, null: str, k: int, rng: np.random.Generator, **kw) -> np.ndarray:
-    """``k`` draws of ``null`` for the occupancy ``X`` bool [N, T, L] with ``valid`` bool [N, T].
+def draws(X: np.ndarray, valid: np.ndarray | None, null: str, k: int, *, seed: int, start: int = 0,
+          trades: int | None = None) -> np.ndarray:
+    """Draws ``start, ..., start + k - 1`` of ``null`` for ``seed``, of the occupancy ``X`` with ``valid``.
+
+    Each draw is a function of (``X``, ``valid``, ``null``, ``seed``, its index, ``trades``) alone: the same
+    lattice whether it is made alone or with any other draws, e.g. ``draws(..., k, seed=s, start=i)``
+    equals ``draws(..., i + k, seed=s)[i:]``. ``null_branching`` and ``gstar.sequence_parts`` both get
+    their draws here.
 
     Parameters
     ----------
@@ -273,21 +310,31 @@ def null_draws(X: np.ndarray, valid: np.ndarray | None, null: str, k: int, rng: 
     valid : bool [N, T], the token sites in the lattice (None: all).
     null : one of ``NULLS``.
     k : number of draws (>= 1).
-    rng : the random source; the draws are a function of its state.
-    **kw : options of the null; ``n3`` takes ``trades`` (int, default ``default_trades(L)``).
+    seed : non-negative int. Draw j of ``NULLS[i]`` takes all its random numbers from the generator of
+        ``SeedSequence(seed, spawn_key=(i, j))`` (= ``SeedSequence(seed).spawn(len(NULLS))[i].spawn(j + 1)[j]``).
+    start : index of the first draw (>= 0).
+    trades : curveball trades per matrix, ``n3`` only (>= 0; default ``default_trades(L)``).
 
     Returns
     -------
-    bool [k, N, T, L]; invalid sites are empty in every draw.
+    bool [k, N, T, L], draw ``start + i`` at index i; invalid sites are empty in every draw.
     """
     _check_null(null)
     k = _check_count(k, "k")
+    start = _check_count(start, "start", minimum=0)
+    seed = _check_count(seed, "seed", minimum=0)  # None would seed from the OS: irreproducible
     X, valid = _check_lattice(X, valid)
-    allowed = {"trades"} if null == "n3" else set()
-    if set(kw) - allowed:
-        raise ValueError(f"null {null!r} takes no option(s) {sorted(set(kw) - allowed)}; it takes {sorted(allowed)}")
+    if trades is not None and null != "n3":
+        raise ValueError(f"trades is an option of n3 only, not of {null!r}")
+    rngs = _draw_rngs(null, start, k, seed)
     lay = _layout(valid)
-    return _expand(_DRAW[null](_compress(X, lay), lay, k, rng, **kw), lay, X.shape[1])
+    C = _compress(X, lay)
+    if null == "n3":
+        trades = default_trades(X.shape[2]) if trades is None else _check_count(trades, "trades", minimum=0)
+        out = _n3(C, rngs, trades)
+    else:
+        out = (_n1 if null == "n1" else _n2)(C, lay, rngs)
+    return _expand(out, lay, X.shape[1])
 
 
 def _count(Xs: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -323,7 +370,9 @@ def branching_batch(Xs: np.ndarray) -> dict[str, np.ndarray]:
 def _chunk_size(k: int, sites: int, chunk: int | None) -> int:
     if chunk is not None:
         return _check_count(chunk, "chunk")
-    return max(1, min(k, _CHUNK_BYTES // max(1, _BYTES_PER_SITE * sites)))
+    # the results never depend on the chunk (every draw has its own stream): the budget only bounds memory
+    budget = float(os.environ.get(CHUNK_ENV, 256)) * 2**20
+    return max(1, min(k, int(budget) // max(1, _BYTES_PER_SITE * sites)))
 
 
 def _summary(observed: float, values: np.ndarray) -> dict[str, float]:
@@ -337,32 +386,19 @@ def _summary(observed: float, values: np.ndarray) -> dict[str, float]:
     return {"mean": mean, "lo": lo, "hi": hi, "sd": sd, "delta": delta, "z": z}
 
 
-def null_rng(seed: int, null: str) -> np.random.Generator:
-    """The random stream of ``null`` for ``seed``: ``SeedSequence(seed).spawn(len(NULLS))[NULLS.index(null)]``."""
-    _check_null(null)
-    return np.random.default_rng(np.random.SeedSequence(seed).spawn(len(NULLS))[NULLS.index(null)])
-
-
-def null_branching(
-    X: np.ndarray,
-    valid: np.ndarray | None,
-    nulls: tuple[str, ...] = NULLS,
-    k: int = 100,
-    seed: int = 0,
-    chunk: int | None = None,
-    *,
-    trades: int | None = None,
-) -> dict:
+def null_branching(X: np.ndarray, valid: np.ndarray | None, nulls: tuple[str, ...] = NULLS, *, null_draws: int,
+                   seed: int, chunk: int | None = None, trades: int | None = None) -> dict:
     """Observed branching ratios of ``X`` bool [N, T, L] (``valid`` bool [N, T]) against null models.
 
     Parameters
     ----------
     nulls : names from ``NULLS``.
-    k : draws per null.
-    seed : null ``NULLS[i]`` draws from ``SeedSequence(seed).spawn(len(NULLS))[i]``, so each null's
-        draws depend only on (seed, k, chunk, trades), never on which other nulls are asked for.
-    chunk : draws generated at once; default: as many as keep a chunk's working memory (about
-        ``_BYTES_PER_SITE`` bytes per site and draw, the draws themselves 1 byte) under ~256 MB.
+    null_draws : draws per null (>= 1): draws 0 .. null_draws - 1 of ``draws``.
+    seed : the draws' seed (see ``draws``); each null's draws depend only on (seed, trades), never on
+        ``chunk`` or on which other nulls are asked for.
+    chunk : draws generated at once, a memory bound only; default: as many as keep a chunk's working
+        memory (about ``_BYTES_PER_SITE`` bytes per site and draw, the draws themselves 1 byte) under
+        ``$AVALANCHE_NB_NULL_CHUNK_MB`` (default 256 MB).
     trades : curveball trades of ``n3`` (default ``default_trades(L)``).
 
     Returns
@@ -375,14 +411,14 @@ def null_branching(
     X, valid = _check_lattice(X, valid)
     for null in nulls:
         _check_null(null)
-    k = _check_count(k, "k")
-    step = _chunk_size(k, X.size, chunk)
+    K = _check_count(null_draws, "null_draws")
+    step = _chunk_size(K, X.size, chunk)
     observed = {d: float(v[0]) for d, v in branching_batch(X[None]).items()}
     result: dict = {"observed": observed}
     for null in nulls:
-        rng = null_rng(seed, null)
-        kw = {"trades": trades} if null == "n3" and trades is not None else {}
-        parts = [branching_batch(null_draws(X, valid, null, min(step, k - i), rng, **kw)) for i in range(0, k, step)]
+        opts = {"trades": trades} if null == "n3" else {}
+        parts = [branching_batch(draws(X, valid, null, min(step, K - i), seed=seed, start=i, **opts))
+                 for i in range(0, K, step)]
         result[null] = {d: _summary(observed[d], np.concatenate([p[d] for p in parts])) for d in DIRECTIONS}
     return result
 

@@ -15,13 +15,8 @@ from typing import Any, Callable
 
 import yaml
 
-from .avalanches import ADJACENCIES
-from .data import ARC_SUBSETS, SOURCES
-from .gstar import RULES
-from .interventions import MODES
-from .lattice import TARGET_PROFILES
-from .massive import CRITERIA
-from .sweep import ABLATIONS, check_gains
+from .options import (ABLATIONS, ADJACENCIES, ARC_SUBSETS, GSTAR_RULE_RENAMED, GSTAR_RULES, MA_CRITERIA,
+                      MA_INTERVENTIONS, TARGET_PROFILES, TEXT_SOURCES, check_gain_grid)
 
 
 class ParamsError(ValueError):
@@ -57,7 +52,7 @@ def _ablations(v):
 
 def _gain_grid(v):
     try:
-        check_gains(v)
+        check_gain_grid(v)
     except ValueError as err:
         return str(err)
     return None
@@ -94,8 +89,8 @@ SCHEMA: dict[str, Param] = {
     "seed": Param(0, int, "seeds slice sampling and every random draw"),
     "progress": Param(True, bool, "show progress bars"),
     # data
-    "dataset_a": Param("boolq", str, "source of Dataset A (calibration, lattices, gain selection)", check=_one_of(SOURCES)),
-    "dataset_b": Param("sciq", str, "source of Dataset B (held-out transfer)", check=_one_of(SOURCES)),
+    "dataset_a": Param("boolq", str, "source of Dataset A (calibration, lattices, gain selection)", check=_one_of(TEXT_SOURCES)),
+    "dataset_b": Param("sciq", str, "source of Dataset B (held-out transfer)", check=_one_of(TEXT_SOURCES)),
     "window": Param(128, int, "tokens per window, BOS included where the model expects one", check=lambda v: None if v >= 4 else "must be >= 4"),
     "n_sequences": Param(16, int, "Dataset A windows in the lattice slice", check=_positive),
     "n_calibration": Param(16, int, "Dataset A windows for mu/sigma, disjoint from the lattice slice", check=_positive),
@@ -109,6 +104,8 @@ SCHEMA: dict[str, Param] = {
                                  nullable=True, check=_positive),
     "target_profile": Param("baseline_profile", str, "per-layer targets: baseline_profile (proportional to each layer's rate at "
                             "reference_tau, g = 1) or uniform", check=_one_of(TARGET_PROFILES)),
+    "fixed_tau": Param(None, NUM, "threshold of the `fixed` mode, the same in every layer; null: the g = 1 rate-matched "
+                       "thresholds of each target rate", nullable=True, check=_positive),
     "reference_tau": Param(2.5, NUM, "z threshold whose per-layer rates shape baseline_profile"),
     "z_floor": Param(4.0, NUM, "keep |z| above this in the forward pass; lowered automatically when a threshold falls below it"),
     # avalanches
@@ -127,8 +124,11 @@ SCHEMA: dict[str, Param] = {
     "alpha_range": Param([1.01, 6.0], list, "allowed power-law exponent range [min, max] for the tail fits",
                          item=NUM, check=lambda v: None if len(v) == 2 and 1 < v[0] < v[1] else "must be [min, max] with 1 < min < max"),
     # g* and its evaluation
-    "gstar_rule": Param("chi_perc_max", str, "pre-registered g* rule on Dataset A: seed_b_tot, chi_perc_max, delta_b_max or "
-                        "plateau (see README)", check=_one_of(RULES)),
+    "gstar_rule": Param("chi_perc_max", str, "pre-registered g* rule on Dataset A: seed_b_tot, chi_perc_max, z_tot_n1_max "
+                        "(formerly delta_b_max) or plateau (see README)", check=_one_of(GSTAR_RULES)),
+    "gstar_limits": Param([0.1, 3.0], list, "[lo, hi]: a g* on the grid's edge extends the search on Dataset A outward "
+                          "(same spacing) until it is interior or reaches these gains", item=NUM,
+                          check=lambda v: None if len(v) == 2 and 0 <= v[0] <= 1 <= v[1] else "must be [lo, hi] with 0 <= lo <= 1 <= hi"),
     "arc_subsets": Param(list(ARC_SUBSETS), list, "ARC validation subsets scored in 04_gstar", item=str,
                          check=lambda v: _each_one_of(ARC_SUBSETS)(v) or (None if v else "must list a subset")),
     "arc_grid_limit": Param(50, int, "ARC questions per subset scored at every gain of the grid (seeded subset); "
@@ -147,11 +147,11 @@ SCHEMA: dict[str, Param] = {
                                       "intervention writes", check=_positive),
     "ma_top_k": Param(10, int, "largest |h| entries kept per layer and sequence", check=_positive),
     "ma_criterion": Param("sun", str, "MA criterion that defines the ME layer: sun (|a| > 100 and |a|/median >= 1000) or "
-                          "relaxed (|a|/median >= ma_relaxed_ratio)", check=_one_of(CRITERIA)),
+                          "relaxed (|a|/median >= ma_relaxed_ratio)", check=_one_of(MA_CRITERIA)),
     "ma_relaxed_ratio": Param(100.0, NUM, "top-1/median ratio of the relaxed criterion (small models, seed 003)",
                               check=_positive),
-    "ma_interventions": Param(list(MODES), list, "edits of the MA sites from the ME layer on: zero, mean (calibration "
-                              "mean), clip", item=str, check=_each_one_of(MODES)),
+    "ma_interventions": Param(list(MA_INTERVENTIONS), list, "edits of the MA sites from the ME layer on: zero, mean (calibration "
+                              "mean), clip", item=str, check=_each_one_of(MA_INTERVENTIONS)),
     "ma_clip_multiple": Param(10.0, NUM, "the clip intervention clamps MA sites to this multiple of the layer's median |h|",
                               check=_positive),
     "rigidity_alphas": Param([0.0], list, "rigidity reduction: factors for the largest dims of the MA token's normed "
@@ -216,6 +216,19 @@ def unknown_key_message(key: str, known) -> str:
     return f"unknown params key {key!r}{hint}"
 
 
+def _renamed_values(params: dict[str, Any]) -> dict[str, Any]:
+    """Old option names (e.g. ``gstar_rule: delta_b_max``) replaced by their new names, with a message."""
+    rule = params.get("gstar_rule")
+    if isinstance(rule, str) and rule in GSTAR_RULE_RENAMED:
+        import warnings
+
+        new = GSTAR_RULE_RENAMED[rule]
+        warnings.warn(f"params key 'gstar_rule': {rule!r} is now called {new!r}; using {new!r}", FutureWarning,
+                      stacklevel=3)
+        return params | {"gstar_rule": new}
+    return params
+
+
 def validate(params: dict[str, Any]) -> dict[str, Any]:
     """Defaults overlaid with ``params``; raises ParamsError naming the first bad key."""
     if not isinstance(params, dict):
@@ -223,6 +236,7 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
     for key in params:
         if key not in SCHEMA:
             raise ParamsError(unknown_key_message(key, SCHEMA))
+    params = _renamed_values(params)
     merged = defaults() | params
     for key, value in merged.items():
         _check_value(key, value)

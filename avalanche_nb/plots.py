@@ -23,8 +23,12 @@ def lattice_z(counts: np.ndarray, valid: np.ndarray | None = None, labels: np.nd
 
 
 def lattice_hover(counts: np.ndarray, tokens: Sequence[str], labels: np.ndarray | None = None) -> list[list[str]]:
-    """Hover text [L][T] of one sequence's lattice ``counts`` [T, L] (and avalanche ids ``labels``)."""
+    """Hover text [L][T] of one sequence's lattice ``counts`` [T, L] (and avalanche ids ``labels``).
+
+    Tokens are shown as Python string literals of plain ``str`` (a numpy string's repr would read
+    ``np.str_('...')``)."""
     T, L = counts.shape
+    tokens = [str(t) for t in tokens]
     ids = (lambda t, l: f"<br>avalanche {labels[t, l]}" if labels[t, l] else "") if labels is not None else \
         (lambda t, l: "")
     return [[f"t={t} {tokens[t]!r}<br>layer {l}<br>spikes {counts[t, l]}{ids(t, l)}" for t in range(T)]

@@ -37,7 +37,8 @@ def predict(rows: pd.DataFrame, targets: list[str], min_rows: int = 12, folds: i
     X = features(rows)
     out = []
     for target in targets:
-        y = rows[target].to_numpy(float)
+        # a target no fit produced (e.g. every ma5 fit failed on a short trajectory) has no rows
+        y = rows[target].to_numpy(float) if target in rows else np.full(len(rows), np.nan)
         keep = np.isfinite(y)
         n = int(keep.sum())
         base = {"target": target, "n_rows": n}

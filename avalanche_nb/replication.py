@@ -51,15 +51,24 @@ def family_relation(model_types: list[str]) -> str:
 
 def curves(name: str, sweep_rows: pd.DataFrame, ppl: pd.DataFrame, arc_grid: pd.DataFrame, g_star: float) -> pd.DataFrame:
     """Per-gain curves of one model (:data:`CURVE_COLUMNS`): fixed-threshold rate, rate-matched b_tot,
-    delta-b / z (N1) and chi_perc (pos), B perplexity, ARC acc / acc_norm over the grid questions."""
+    delta-b / z (N1) and chi_perc (pos), B perplexity, ARC acc / acc_norm over the grid questions; one
+    row per gain of the sweep or of the perplexity table (g* included when the search went past the grid),
+    NaN where a gain lacks that measurement."""
     rm, fx = sweep.main_rows(sweep_rows), sweep.main_rows(sweep_rows, mode="fixed")
     pooled = arc_grid[arc_grid.subset == "all"].sort_values("g").reset_index(drop=True)
-    out = pd.DataFrame({"model": name, "g": rm.g, "rate_fixed": fx.rate_mean, "b_tot": rm.b_tot,
-                        "delta_b_tot_n1": rm.delta_b_tot_n1, "z_tot_n1": rm.z_tot_n1, "chi_perc": rm.chi_perc})
+    gains = np.array(sorted(set(np.round(rm.g, 9)) | set(np.round(ppl.g, 9))))
+    out = pd.DataFrame({"model": name, "g": gains})
+
+    def at(frame: pd.DataFrame, src: str) -> list[float]:
+        return [float(frame.loc[np.isclose(frame.g, g), src].iloc[0]) if np.isclose(frame.g, g).any() else np.nan
+                for g in gains]
+
+    out["rate_fixed"] = at(fx, "rate_mean")
+    for col in ("b_tot", "delta_b_tot_n1", "z_tot_n1", "chi_perc"):
+        out[col] = at(rm, col)
     for col, frame, src in (("perplexity_b", ppl, "perplexity"), ("arc_acc", pooled, "acc"),
                             ("arc_acc_norm", pooled, "acc_norm")):
-        out[col] = [float(frame.loc[np.isclose(frame.g, g), src].iloc[0]) if np.isclose(frame.g, g).any() else np.nan
-                    for g in out.g]
+        out[col] = at(frame, src)
     out["is_gstar"] = np.isclose(out.g, g_star)
     return out[list(CURVE_COLUMNS)]
 
@@ -82,7 +91,7 @@ def measure(name: str, p: dict[str, Any], log=print) -> dict[str, Any]:
                                                                               p["exclude_first_token"]), bs, False)
     rates = lat.scale_seed_rates(p["target_rates"], calibration.d_ff, p["rate_reference_d_ff"])
     base, targets, fixed = sweep.reference(lm.model, a_slice.tokens, valid, calibration, rates, p["target_profile"],
-                                           p["z_floor"], p["reference_tau"], bs, False)
+                                           p["z_floor"], p["reference_tau"], bs, False, fixed_tau=p["fixed_tau"])
     adjacency = p["adjacencies"][0]
     summary = av.summarise(base[0].counts["pos"], valid, adjacency)
     gains = sweep.check_gains(p["gains"])
@@ -90,22 +99,25 @@ def measure(name: str, p: dict[str, Any], log=print) -> dict[str, Any]:
               alpha_range=p["alpha_range"], seed=seed, floor=p["z_floor"], batch_size=bs, progress=False)
     res = sweep.run(lm.model, a_slice.tokens, valid, calibration, gains, rates, targets, fixed, "all", log=log, **kw)
     rows = pd.DataFrame(res.rows)
-    ev = gstar.evidence(res.lattices[("pos", "rate_matched")], valid, gains, adjacency, p["null_draws"], p["bootstrap_draws"], seed)
-    picked = gstar.picks(ev)
-    g_star = picked[p["gstar_rule"]]
+    search = sweep.search_gstar(lm.model, a_slice.tokens, valid, calibration, targets, fixed,
+                                res.lattices[("pos", "rate_matched")], gains, p, progress=False, log=log)
+    g_star = search.gstar
+    rows = pd.concat([rows, transfer.a_rows_at(lm.model, a_slice.tokens, valid, calibration, g_star, gains, rates,
+                                               targets, fixed, **kw)], ignore_index=True)
+    evaluated = sorted({*gains.tolist(), g_star})  # g* may lie beyond the grid after the extended search
     # B and ARC only after g* is fixed from A
     slice_b = build_slice(lm.tokenizer, p["dataset_b"], p["n_sequences_b"], window, seed=seed)
     valid_b = lat.valid_mask(p["n_sequences_b"], window, p["exclude_first_token"])
     b_rows = transfer.signatures(lm.model, slice_b.tokens, valid_b, calibration, [1.0, g_star], rates, targets, fixed,
                                  log=None, **kw)
-    ppl = transfer.perplexity_table(lm.model, slice_b.tokens, gains, p["score_batch_size"], log=None)
+    ppl = transfer.perplexity_table(lm.model, slice_b.tokens, evaluated, p["score_batch_size"], log=None)
     grid = load_arc(p["arc_subsets"], limit=p["arc_grid_limit"], seed=seed)
-    arc, _ = scoring.arc_sweep(lm.model, lm.tokenizer, grid, grid, gains, (), p["score_batch_size"], log=log)
+    arc, _ = scoring.arc_sweep(lm.model, lm.tokenizer, grid, grid, evaluated, (), p["score_batch_size"], log=log)
     arc_sum = scoring.arc_summary(arc, g_star, boot=1000, seed=seed)
     info = lm.describe() | {"d_ff": arch.d_ff, "n_layers": arch.n_layers}
-    return {"info": info, "summary_g1": summary, "sweep": rows, "evidence": ev, "picks": picked, "gstar": g_star,
-            "transfer": transfer.headline(ppl, b_rows, rows, g_star), "arc": arc, "arc_grid": pd.DataFrame(arc_sum["grid"]),
-            "mcnemar": arc_sum["mcnemar"]}
+    return {"info": info, "summary_g1": summary, "sweep": rows, "evidence": search.evidence, "picks": search.picks,
+            "gstar": g_star, "search": search, "transfer": transfer.headline(ppl, b_rows, rows, g_star), "arc": arc,
+            "arc_grid": pd.DataFrame(arc_sum["grid"]), "mcnemar": arc_sum["mcnemar"]}
 
 
 def side_by_side(models: dict[str, dict[str, Any]]) -> pd.DataFrame:

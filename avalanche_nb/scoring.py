@@ -10,8 +10,9 @@ Conventions (those of lm-evaluation-harness, so numbers compare):
 * ARC prompt ``"Question: {question}\\nAnswer:"``, continuation ``" {choice}"``; a choice's score is
   the summed log-likelihood of its continuation tokens given the prompt (BOS first where the
   tokenizer adds one);
-* ``acc`` takes the argmax of that sum; ``acc_norm`` divides it by the continuation's length in
-  characters (leading space included) first;
+* ``acc`` takes the argmax of that sum; ``acc_norm`` divides it by the choice text's length in
+  characters first (the harness's ``len(doc_to_choice)``: the leading space is its target
+  delimiter, not part of the choice, so it is not counted);
 * perplexity is ``exp`` of the mean next-token negative log-likelihood over every predicted
   position of the windows (all positions but the first, which is only ever an input).
 """
@@ -65,7 +66,7 @@ def window_nll(model: nn.Module, tokens: np.ndarray, batch_size: int = 8, g: flo
             ids = torch.as_tensor(np.array(tokens[s:s + batch_size]), device=device)
             hidden = hooks.forward_hidden(model, ids)[:, :-1]
             lp = _token_logprobs(model, hidden.reshape(-1, hidden.shape[-1]), ids[:, 1:].reshape(-1))
-            _check_finite(lp, "window log-likelihoods")
+            hooks.check_finite(lp, "the window log-likelihoods (NaN/inf logits at this gain)")
             out[s:s + len(ids)] = -lp.reshape(len(ids), -1).double().cpu().numpy()
     return out
 
@@ -76,11 +77,6 @@ def perplexity(nll: np.ndarray) -> float:
     if nll.size == 0:
         raise ValueError("no scored tokens: perplexity is undefined")
     return float(np.exp(nll.mean()))
-
-
-def _check_finite(x: torch.Tensor, what: str) -> None:
-    if not torch.isfinite(x).all():
-        raise FloatingPointError(f"non-finite {what}: the model produced NaN/inf logits at this gain")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -110,9 +106,13 @@ def continuation_loglik(model: nn.Module, prompts: Sequence[Prompt], batch_size:
     Each context runs once (``batch_size`` prompts per pass, right-padded, masked); its key/value
     cache is then repeated for the prompt's continuations, which run in a second pass with positions
     continuing after their own context (on SmolLM2, CPU: ≈ 1.9× faster than scoring full sequences).
+    A batch that the model's sliding-window (or chunked) attention could make inexact this way is
+    scored as full sequences instead (:func:`_cache_is_exact`), so every value equals a one-sequence
+    forward of context + continuation.
     """
     _check_prompts(prompts)
     device = next(model.parameters()).device
+    window = attention_window(model.config)
     order = np.argsort([len(p.context) + sum(map(len, p.continuations)) for p in prompts], kind="stable")[::-1]
     starts = np.cumsum([0] + [len(p.continuations) for p in prompts])
     out = np.empty(starts[-1])
@@ -123,11 +123,52 @@ def continuation_loglik(model: nn.Module, prompts: Sequence[Prompt], batch_size:
     with hooks.gain(model, g, where, layers):
         for s in batches:
             chunk = [prompts[i] for i in order[s:s + batch_size]]
-            lp = _batch_loglik(model, chunk, device)
-            _check_finite(torch.cat(lp), "continuation log-likelihoods")
+            lp = _batch_loglik(model, chunk, device, window)
+            hooks.check_finite(torch.cat(lp), "the continuation log-likelihoods (NaN/inf logits at this gain)")
             for i, values in zip(order[s:s + batch_size], _split(lp, chunk)):
                 out[starts[i]:starts[i + 1]] = values
     return out
+
+
+def attention_window(config) -> int | None:
+    """Smallest sliding window or attention chunk (tokens) among ``config``'s layers: in a sequence of
+    at most this many tokens every layer attends to the whole prefix. ``None``: every layer always does.
+
+    Families spell this differently: Gemma-2/3 give ``layer_types`` (sliding and full layers mixed)
+    and ``sliding_window``; Mistral ``sliding_window`` (``None``: off); Qwen2/3 a ``sliding_window``
+    that only counts with ``use_sliding_window``; Llama-4 ``attention_chunk_size``. A layer type not
+    known to attend to the full prefix counts as window 0, so that scoring never relies on it.
+    """
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    sliding = getattr(cfg, "sliding_window", None)
+    if getattr(cfg, "use_sliding_window", True) is False:  # Qwen2/3 (older transformers keep the size)
+        sliding = None
+    chunk = getattr(cfg, "attention_chunk_size", None)
+    types = getattr(cfg, "layer_types", None)
+    if types is None:  # one kind for every layer, as transformers' cache infers it
+        windows = [w for w in (sliding, chunk) if w is not None]
+    else:
+        windows = []
+        for t in set(types):
+            if t == "full_attention":
+                continue
+            w = sliding if "sliding" in t else chunk if "chunk" in t else None
+            windows.append(int(w) if w is not None else 0)
+    return min(int(w) for w in windows) if windows else None
+
+
+def _cache_is_exact(n_ctx: Sequence[int], n_inputs: int, window: int | None) -> bool:
+    """Whether the cached continuation pass of :func:`_batch_loglik` is exact for contexts of ``n_ctx``
+    tokens, right-padded to C = max(n_ctx), followed by ``n_inputs`` continuation inputs.
+
+    transformers applies a sliding window in cache-index space (query index − key index < window) and
+    keeps only the last window − 1 keys of a sliding layer's cache; right padding puts a row's
+    continuation C − n indices after its last context token, so a short context would lose real
+    tokens that are inside its window by position. Exact when (a) no layer has a window, (b) no row
+    is padded (indices are positions: ordinary chunked prefill), or (c) C + n_inputs <= window, so no
+    key is ever outside a query's window or evicted from the cache.
+    """
+    return window is None or len(set(n_ctx)) == 1 or max(n_ctx) + n_inputs <= window
 
 
 def _split(lp: list[torch.Tensor], chunk: Sequence[Prompt]) -> list[np.ndarray]:
@@ -137,9 +178,37 @@ def _split(lp: list[torch.Tensor], chunk: Sequence[Prompt]) -> list[np.ndarray]:
     return [sums[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def _batch_loglik(model: nn.Module, chunk: Sequence[Prompt], device) -> list[torch.Tensor]:
-    """Token log-probs [len(continuation)] of every continuation of the prompts in ``chunk``."""
+def _batch_loglik(model: nn.Module, chunk: Sequence[Prompt], device, window: int | None) -> list[torch.Tensor]:
+    """Token log-probs [len(continuation)] of every continuation of the prompts in ``chunk``.
+
+    ``window``: :func:`attention_window` of the model; decides between the cached passes and one
+    pass over full sequences (:func:`_cache_is_exact`).
+    """
     n_ctx = [len(p.context) for p in chunk]
+    owner = [b for b, p in enumerate(chunk) for _ in p.continuations]
+    conts = [c for p in chunk for c in p.continuations]
+    M = max(len(c) for c in conts) - 1  # a continuation's last token is never an input to a scored prediction
+    if _cache_is_exact(n_ctx, M, window):
+        hidden = _cached_hidden(model, chunk, n_ctx, owner, conts, M, device)  # [R, M + 1, d]
+        start = [0] * len(conts)
+    else:
+        hidden = _full_hidden(model, chunk, owner, conts, device)  # [R, max(n_ctx) + M, d]
+        start = [n_ctx[b] - 1 for b in owner]
+    # column start[r] + k of row r holds the hidden state that predicts token k of continuation r
+    rows = torch.tensor([r for r, c in enumerate(conts) for _ in c])
+    cols = torch.tensor([start[r] + k for r, c in enumerate(conts) for k in range(len(c))])
+    targets = torch.tensor([t for c in conts for t in c], device=device)
+    lp = _token_logprobs(model, hidden[rows, cols], targets).cpu()
+    return list(lp.split([len(c) for c in conts]))
+
+
+def _cached_hidden(model: nn.Module, chunk: Sequence[Prompt], n_ctx: list[int], owner: list[int],
+                   conts: list[tuple[int, ...]], M: int, device) -> torch.Tensor:
+    """Final hidden states [R, M + 1, d]: column k of row r predicts token k of continuation r.
+
+    The contexts run once, right-padded; the cache is repeated per continuation (``owner``: its
+    prompt's row) and the continuation inputs run after it with positions continuing their context's.
+    """
     C = max(n_ctx)
     ids = torch.zeros((len(chunk), C), dtype=torch.long)
     mask = torch.zeros((len(chunk), C), dtype=torch.long)
@@ -147,29 +216,42 @@ def _batch_loglik(model: nn.Module, chunk: Sequence[Prompt], device) -> list[tor
         ids[b, :n_ctx[b]] = torch.tensor(p.context)
         mask[b, :n_ctx[b]] = 1
     ctx = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True)
-    owner = [b for b, p in enumerate(chunk) for _ in p.continuations]
-    conts = [c for p in chunk for c in p.continuations]
     # the context's last hidden state predicts each continuation's first token
     first = ctx.last_hidden_state[torch.tensor(owner), torch.tensor([n_ctx[b] - 1 for b in owner])]
-    M = max(len(c) for c in conts) - 1  # a continuation's last token is never an input to a scored prediction
-    rest = None
-    if M > 0:
-        cache = ctx.past_key_values
-        cache.reorder_cache(torch.tensor(owner, device=device))
-        cont_ids = torch.zeros((len(conts), M), dtype=torch.long)
-        cont_mask = torch.zeros((len(conts), M), dtype=torch.long)
-        for r, c in enumerate(conts):
-            cont_ids[r, :len(c) - 1] = torch.tensor(c[:-1])
-            cont_mask[r, :len(c) - 1] = 1
-        positions = torch.tensor([n_ctx[b] for b in owner])[:, None] + torch.arange(M)[None]
-        rest = model.base_model(input_ids=cont_ids.to(device), attention_mask=torch.cat([mask[owner], cont_mask], 1).to(device),
-                                position_ids=positions.to(device), past_key_values=cache, use_cache=True).last_hidden_state
-    hidden = torch.cat([first[:, None]] + ([rest] if rest is not None else []), 1)  # [R, M + 1, d]
-    rows = torch.tensor([r for r, c in enumerate(conts) for _ in c])
-    cols = torch.tensor([k for c in conts for k in range(len(c))])
-    targets = torch.tensor([t for c in conts for t in c], device=device)
-    lp = _token_logprobs(model, hidden[rows, cols], targets).cpu()
-    return list(lp.split([len(c) for c in conts]))
+    if M == 0:
+        return first[:, None]
+    cache = ctx.past_key_values
+    cache.reorder_cache(torch.tensor(owner, device=device))
+    cont_ids = torch.zeros((len(conts), M), dtype=torch.long)
+    cont_mask = torch.zeros((len(conts), M), dtype=torch.long)
+    for r, c in enumerate(conts):
+        cont_ids[r, :len(c) - 1] = torch.tensor(c[:-1])
+        cont_mask[r, :len(c) - 1] = 1
+    positions = torch.tensor([n_ctx[b] for b in owner])[:, None] + torch.arange(M)[None]
+    rest = model.base_model(input_ids=cont_ids.to(device), attention_mask=torch.cat([mask[owner], cont_mask], 1).to(device),
+                            position_ids=positions.to(device), past_key_values=cache, use_cache=True).last_hidden_state
+    return torch.cat([first[:, None], rest], 1)
+
+
+def _full_hidden(model: nn.Module, chunk: Sequence[Prompt], owner: list[int], conts: list[tuple[int, ...]],
+                 device) -> torch.Tensor:
+    """Final hidden states [R, L, d] of context + continuation inputs, one row per continuation,
+    right-padded to L and masked, in one pass without a cache.
+
+    Right padding leaves every real token at its own index, so positions, causal and sliding masks
+    are those of the unpadded sequence. The pass is "fresh" (no cache), so the edits of
+    :mod:`interventions` act on it, at the same sequence positions as in an unpadded forward.
+    """
+    seqs = [list(chunk[b].context) + list(c[:-1]) for b, c in zip(owner, conts)]
+    L = max(map(len, seqs))
+    ids = torch.zeros((len(seqs), L), dtype=torch.long)
+    mask = torch.zeros((len(seqs), L), dtype=torch.long)
+    for r, x in enumerate(seqs):
+        ids[r, :len(x)] = torch.tensor(x)
+        mask[r, :len(x)] = 1
+    positions = torch.arange(L)[None].expand(len(seqs), L)
+    return model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                            use_cache=False).last_hidden_state
 
 
 # --------------------------------------------------------------------------------------------------
@@ -182,7 +264,8 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 def arc_prompts(tokenizer, questions: Sequence[ArcQuestion]) -> tuple[list[Prompt], np.ndarray]:
     """One :class:`Prompt` per question (BOS where the tokenizer adds one, then the question prompt)
-    and the continuation lengths in characters int [R] (R = all choices of all questions, in order).
+    and the choice texts' lengths in characters int [R] (R = all choices of all questions, in order):
+    ``acc_norm``'s divisors, which as in lm-evaluation-harness leave out the continuation's leading space.
 
     A continuation's tokens are those of ``prompt + continuation`` after the prompt's own tokens, so
     a merge across the boundary cannot drop a character; when the prompt's tokens are not a prefix of
@@ -199,7 +282,7 @@ def arc_prompts(tokenizer, questions: Sequence[ArcQuestion]) -> tuple[list[Promp
             joint = _encode(tokenizer, prompt + text)
             ok = joint[:len(ctx)] == ctx and len(joint) > len(ctx)
             conts.append(tuple(joint[len(ctx):] if ok else _encode(tokenizer, text)))
-            chars.append(len(text))
+            chars.append(len(choice))  # the harness's len(choice): the space is its target delimiter
         prompts.append(Prompt(tuple(bos + ctx), tuple(conts)))
     return prompts, np.asarray(chars)
 

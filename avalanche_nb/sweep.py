@@ -19,23 +19,13 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from . import lattice as lat
+from .options import ABLATIONS, THRESHOLD_MODES, check_gain_grid
 
-ABLATIONS = ("all", "early", "mid", "late", "attn", "shuffled")
-THRESHOLD_MODES = ("fixed", "rate_matched")
 
 
 def check_gains(gains: Sequence[float]) -> np.ndarray:
-    """Sorted float [G] gain grid; it must be non-empty, non-negative and contain 1.0 (the calibration)."""
-    g = np.asarray(sorted(float(x) for x in gains))
-    if g.size == 0:
-        raise ValueError("the gain grid is empty")
-    if (g < 0).any():
-        raise ValueError(f"gains must be >= 0, got {g[g < 0].tolist()}")
-    if not np.isclose(g, 1.0, rtol=0, atol=1e-12).any():
-        raise ValueError(f"the gain grid {g.tolist()} must include 1.0 (thresholds and calibration are set there)")
-    if len(np.unique(g)) != len(g):
-        raise ValueError(f"the gain grid {g.tolist()} repeats a value")
-    return g
+    """Sorted float [G] gain grid (:func:`options.check_gain_grid`: non-empty, >= 0, unique, with 1.0)."""
+    return np.asarray(check_gain_grid(gains))
 
 
 def ablation_target(name: str, n_layers: int) -> tuple[str, list[int] | None]:
@@ -105,13 +95,49 @@ def gain_lattices(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calib
 
 def reference(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calibration, rates: Sequence[float],
               profile: str = "baseline_profile", floor: float = 4.0, reference_tau: float = 2.5, batch_size: int = 8,
-              progress: bool = True) -> tuple[list[lat.Lattice], list[np.ndarray], dict[tuple[int, str], np.ndarray]]:
+              progress: bool = True, *, fixed_tau: float | None
+              ) -> tuple[list[lat.Lattice], list[np.ndarray], dict[tuple[int, str], np.ndarray]]:
     """The g = 1 rate-matched lattices of Dataset A (one per target rate), their per-layer targets
-    (float [L] each) and the thresholds the ``fixed`` mode holds, keyed (target index, spike_def)."""
+    (float [L] each) and the thresholds the ``fixed`` mode holds, keyed (target index, spike_def):
+    the g = 1 rate-matched ones, or ``fixed_tau`` in every layer when it is given."""
     base = [lat.rate_matched_lattice(model, tokens, valid, calib, r, profile, floor, reference_tau, batch_size,
                                      progress=progress) for r in rates]
-    fixed = {(i, d): b.thresholds[d].tau for i, b in enumerate(base) for d in lat.SPIKE_DEFS}
+    if fixed_tau is None:
+        fixed = {(i, d): b.thresholds[d].tau for i, b in enumerate(base) for d in lat.SPIKE_DEFS}
+    else:
+        fixed = {(i, d): np.full(calib.n_layers, float(fixed_tau)) for i in range(len(base)) for d in lat.SPIKE_DEFS}
     return base, [b.target_rate for b in base], fixed
+
+
+def evidence_at_gain(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calibration, targets: list[np.ndarray],
+                     fixed: dict[tuple[int, str], np.ndarray], *, adjacency: str, null_draws: int, bootstrap_draws: int,
+                     seed: int, z_floor: float, batch_size: int, progress: bool):
+    """``g -> gstar.evidence`` row of Dataset A's lattice at gain g (rate-matched to the first target,
+    ``pos``, gain on every MLP): what :func:`gstar.extended_search` adds beyond the grid's edge."""
+    from . import gstar
+
+    def at(g: float):
+        gl = next(gain_lattices(model, tokens, valid, calib, [g], targets[:1], {k: v for k, v in fixed.items() if k[0] == 0},
+                                floor=z_floor, batch_size=batch_size, progress=progress))
+        return gstar.evidence(gl.counts[(0, "pos", "rate_matched")][None], valid, [g], adjacency, null_draws,
+                              bootstrap_draws, seed)
+    return at
+
+
+def search_gstar(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calibration, targets: list[np.ndarray],
+                 fixed: dict[tuple[int, str], np.ndarray], lattices: np.ndarray, gains: Sequence[float], p: dict,
+                 progress: bool, log=None):
+    """g* on Dataset A: the evidence of the sweep's rate-matched ``pos`` lattices ``lattices`` int [G, N, T, L]
+    at ``gains``, then :func:`gstar.extended_search` with the params' rule and ``gstar_limits`` (a pick on
+    the grid's edge adds gains beyond it, computed here on A). Returns the :class:`gstar.Search`."""
+    from . import gstar
+
+    kw = dict(adjacency=p["adjacencies"][0], null_draws=p["null_draws"], bootstrap_draws=p["bootstrap_draws"],
+              seed=p["seed"])
+    ev = gstar.evidence(lattices, valid, gains, kw["adjacency"], kw["null_draws"], kw["bootstrap_draws"], kw["seed"])
+    at = evidence_at_gain(model, tokens, valid, calib, targets, fixed, z_floor=p["z_floor"],
+                          batch_size=p["batch_size"], progress=progress, **kw)
+    return gstar.extended_search(ev, p["gstar_rule"], p["gstar_limits"], at, log=log)
 
 
 @dataclass
@@ -188,27 +214,26 @@ def lattice_row(counts: np.ndarray, valid: np.ndarray, adjacency: str = "von_neu
     is undefined and ``n_avalanches = 0``.
     """
     from . import avalanches as av
-    from . import nulls, tails
+    from . import multistep, nulls, tails
 
     X = av.occupancy(counts, valid)
     b = av.branching(X)
     table = av.avalanche_table(counts, valid, adjacency)
     row = {f"b_{k}": b[f"b_{k}"] for k in ("time", "depth", "diag", "tot")}
-    row |= nulls.flat_rows(nulls.null_branching(X, valid, k=null_draws, seed=seed))
+    row |= nulls.flat_rows(nulls.null_branching(X, valid, null_draws=null_draws, seed=seed))
     row |= {"chi_fano": av.chi_fano(counts, valid), "chi_perc": av.chi_perc(table), "n_avalanches": len(table)}
     sizes, durations = table["size"].to_numpy(), table["t_span"].to_numpy()
-    fit = tails.fit_power_law(sizes, alpha_range=tuple(alpha_range))
-    fit_d = tails.fit_power_law(durations, alpha_range=tuple(alpha_range))
-    crack = tails.crackling(sizes, durations, n_boot=boot, seed=seed)
+    # sizes: fit, alpha_se, p-value (same alpha_range; gof_draws 0 = skipped) and likelihood ratios in one call
+    fit = tails.fit_tail(sizes, alpha_range=alpha_range, gof_draws=gof_draws, seed=seed).row()
+    fit_d = tails.fit_power_law(durations, alpha_range=alpha_range)
+    crack = tails.crackling(sizes, durations, bootstrap_draws=boot, seed=seed)
     row |= {k: crack[k] for k in ("gamma", "gamma_lo", "gamma_hi")}
     row["gamma_pred"] = tails.predicted_gamma(fit["alpha"], fit_d["alpha"])
-    row |= {k: fit[k] for k in ("alpha", "xmin", "ks", "n_tail", "lr_lognormal", "p_lognormal", "lr_exponential",
-                                "p_exponential")}
+    row |= {k: fit[k] for k in tails.TAIL_COLUMNS if k != "p_value"}
     row["alpha_duration"] = fit_d["alpha"]
-    row["p_value"] = tails.gof_pvalue(sizes, n_boot=gof_draws, seed=seed, alpha_range=tuple(alpha_range)) \
-        if gof_draws > 0 and np.isfinite(fit["alpha"]) else float("nan")
+    row["p_value"] = fit["p_value"]
     row["alpha_c80"] = tails.continuous_fit_p80(sizes)["alpha_c"]
-    row["mr_m"] = tails.mr_branching(token_series(counts, valid))["mr_m"]
+    row["mr_m"] = multistep.mr_branching(token_series(counts, valid))["mr_m"]
     return row, table
 
 
@@ -217,14 +242,14 @@ def layer_rows(counts: np.ndarray, valid: np.ndarray, th: lat.Thresholds, per_la
     import pandas as pd
 
     from . import avalanches as av
-    from . import tails
+    from . import multistep
 
     b = av.branching(av.occupancy(counts, valid))
     df = pd.DataFrame({"layer": np.arange(counts.shape[2]), "rate": th.rate, "tau": th.tau,
                        "b_time": b["b_time_per_layer"], "b_depth": b["b_depth_per_layer"]})
     if per_layer_mr:
         cols = valid.all(0)
-        df["mr_m"] = [tails.mr_branching(counts[:, cols, l])["mr_m"] for l in range(counts.shape[2])]
+        df["mr_m"] = [multistep.mr_branching(counts[:, cols, l])["mr_m"] for l in range(counts.shape[2])]
     else:
         df["mr_m"] = np.nan
     return df

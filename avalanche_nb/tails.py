@@ -1,5 +1,9 @@
 """Tail diagnostics of avalanche sizes and durations (DESIGN.md §4). Descriptive fits only.
 
+* :func:`fit_tail` -- the one call for a size distribution: the discrete power-law fit, the
+  standard error of alpha, the bootstrap goodness-of-fit p-value and the likelihood ratios, all
+  computed with the same ``alpha_range`` and xmin bounds, returned as one frozen
+  :class:`TailFit`. It composes the two parts below, which stay public.
 * :func:`fit_power_law` -- discrete power law (Clauset, Shalizi & Newman 2009) through the
   ``powerlaw`` package: xmin by KS, MLE alpha, likelihood ratios vs lognormal and exponential.
 * :func:`gof_pvalue` -- the CSN semi-parametric bootstrap goodness-of-fit p-value, which
@@ -9,18 +13,27 @@
 * :func:`continuous_fit_p80` -- the seed paper's continuous fit with xmin at the 80th percentile.
 * :func:`crackling` / :func:`predicted_gamma` -- ``E[size | D] ~ D^gamma`` and the exponent
   relation ``(alpha_D - 1) / (alpha_S - 1)``.
-* :func:`mr_branching` -- multistep-regression branching estimate (``mrestimator``, Wilting &
-  Priesemann 2018) along tokens.
 
-Degenerate input (empty, too few points, all values equal, constant series) gives NaNs and a
-``reason`` string, never an exception or a warning. Every result dict carries ``reason``
-(``None`` when the numbers are usable).
+The multistep-regression branching estimate along tokens is in :mod:`avalanche_nb.multistep`.
+
+Arguments named like a params key (``alpha_range``, ``gof_draws``, ``bootstrap_draws``,
+``seed``) are keyword-only and have no default: the caller passes the run's value. The xmin
+bounds ``xmin_min`` / ``xmin_max`` are not params keys and default to ``None`` (no bound).
+
+Degenerate input (empty, too few points, all values equal, non-whole sizes, constant series)
+gives NaNs and a reason, never an exception or a warning; a bad *argument* (an alpha range
+outside ``(1, inf)``, crossed xmin bounds, negative draws) raises ``ValueError``. Every result
+dict carries ``reason`` (``None`` when the numbers are usable); :class:`TailFit` carries
+``reasons`` (field name -> why that field is NaN / ``None``).
 
 What ``powerlaw`` 2.0.0 does for ``Fit(data, discrete=True)`` (read from its source; the replica
 below follows it step by step):
 
 * xmin candidates are the distinct data values in ``[min, max)`` with the largest of them dropped
   as well, i.e. every distinct value except the two largest (fewer than 2 candidates: NaN fit).
+  CSN scan every distinct value; dropping the last two is powerlaw's choice (a KS distance needs
+  a few tail values), kept so that the replica and ``powerlaw`` agree. ``xmin_min`` /
+  ``xmin_max`` cut this list further (passed to powerlaw as its ``xmin=(lo, hi)`` window).
 * For each candidate a ``Power_Law`` is fitted on ``x >= xmin``. Its start value is the
   continuous MLE ``1 + n / sum(log(x / xmin))``, or for ``xmin >= 10`` the CSN approximation
   ``1 + n / sum(log(x / (xmin - 1/2)))`` (eq. 3.7), raised to 1 if below 1. When ``xmin >= 10``
@@ -36,7 +49,14 @@ below follows it step by step):
   candidate ``powerlaw`` warns and takes the smallest KS over all of them.
 * Default ``parameter_ranges`` for the power law is ``alpha in [0, 3]`` (``Power_Law.
   DEFAULT_PARAMETER_RANGES``): tails steeper than 3 hit the bound and are flagged invalid, which
-  pushes xmin to where the tail looks shallower. We always pass an explicit range.
+  pushes xmin to where the tail looks shallower. We always pass an explicit range (CSN have no
+  range; a bounded one is a deviation, needed for the Nelder-Mead bounds).
+* Standard error of alpha: ``(alpha - 1) / sqrt(n_tail)`` (CSN eq. 3.2, derived for the
+  continuous MLE), which is also what ``powerlaw`` reports (``Power_Law.standard_err``, formerly
+  ``sigma``) for discrete data. CSN give the exact discrete expression (eq. 3.6, from the second
+  derivative of ``log zeta(alpha, xmin)``). We report the approximation, as powerlaw does: it
+  is within 1% of eq. 3.6 for ``xmin >= 6`` (alpha <= 3) but too small at ``xmin = 1``, by 6%
+  at alpha = 2 and 17% at alpha = 3.
 """
 
 from __future__ import annotations
@@ -44,19 +64,25 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
-import logging
 import sys
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 from scipy.special import zeta
 
 FIT_KEYS: tuple[str, ...] = (
-    "alpha", "xmin", "ks", "n_tail",
+    "alpha", "alpha_se", "xmin", "ks", "n_tail",
     "lr_lognormal", "p_lognormal", "lr_exponential", "p_exponential",
 )
-DEFAULT_ALPHA_RANGE: tuple[float, float] = (1.01, 6.0)
+GOF_KEYS: tuple[str, ...] = ("p_value", "alpha", "xmin", "ks", "n_tail")
+# the sweep table's tail columns, as TailFit.row() gives them
+TAIL_COLUMNS: tuple[str, ...] = (
+    "alpha", "alpha_se", "xmin", "ks", "n_tail", "p_value",
+    "lr_lognormal", "p_lognormal", "lr_exponential", "p_exponential",
+)
 MIN_POINTS = 10  # fewer sizes (or tail points) than this: NaN with a reason
 KMAX_SAMPLE = 1e12  # cutoff of the discrete power-law sampler (values are capped here)
 
@@ -80,7 +106,7 @@ def _nan_result(keys: Iterable[str], reason: str) -> dict:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence warnings, floating-point warnings and prints (powerlaw / mrestimator chatter)."""
+    """Silence warnings, floating-point warnings and prints (powerlaw chatter)."""
     sink_out, sink_err = io.StringIO(), io.StringIO()
     with warnings.catch_warnings(), np.errstate(all="ignore"), contextlib.redirect_stdout(
         sink_out
@@ -95,41 +121,64 @@ def _clean_sizes(sizes: Sequence[float] | np.ndarray) -> tuple[np.ndarray, str |
     x = np.sort(x[np.isfinite(x) & (x > 0)])
     if x.size < MIN_POINTS:
         return x, f"fewer than {MIN_POINTS} positive sizes ({x.size})"
-    if np.any(x != np.round(x)):
-        raise ValueError("sizes must be integers (spike counts) for a discrete fit")
+    odd = x[x != np.round(x)]
+    if odd.size:
+        return x, (f"sizes must be whole numbers (spike counts) for a discrete fit; {odd.size} of {x.size} "
+                   f"are not (e.g. {odd[0]:g})")
     if np.unique(x).size < 4:
         return x, "fewer than 4 distinct sizes: no xmin candidates (powerlaw needs 2)"
     return x, None
 
 
-def _check_range(alpha_range: tuple[float, float]) -> tuple[float, float]:
+def _check_range(alpha_range: Sequence[float]) -> tuple[float, float]:
     lo, hi = (float(v) for v in alpha_range)
     if not (1.0 < lo < hi < np.inf):
-        raise ValueError(f"alpha_range must satisfy 1 < lo < hi < inf, got {alpha_range}")
+        raise ValueError(f"alpha_range must satisfy 1 < lo < hi < inf, got {tuple(alpha_range)}")
     return lo, hi
 
 
-def _xmin_arg(x: np.ndarray, xmin_max: float | None) -> tuple[float, float] | None:
-    """``xmin`` argument for ``powerlaw.Fit`` that restricts candidates to ``<= xmin_max``.
+def _check_xmin_bounds(xmin_min: float | None, xmin_max: float | None) -> None:
+    for name, v in (("xmin_min", xmin_min), ("xmin_max", xmin_max)):
+        if v is not None and not np.isfinite(float(v)):
+            raise ValueError(f"{name} must be a finite number or None, got {v}")
+    if xmin_min is not None and xmin_max is not None and float(xmin_min) > float(xmin_max):
+        raise ValueError(f"xmin_min ({xmin_min}) must not exceed xmin_max ({xmin_max})")
 
-    ``powerlaw`` takes the distinct values in ``[lo, hi)`` and drops the largest, so ``hi`` is
-    the second distinct value above the last wanted candidate. ``None`` means no restriction.
+
+def _check_draws(name: str, draws: int) -> int:
+    if int(draws) != draws or draws < 0:
+        raise ValueError(f"{name} must be a whole number >= 0, got {draws}")
+    return int(draws)
+
+
+def _candidates(u: np.ndarray, xmin_min: float | None, xmin_max: float | None) -> tuple[int, int]:
+    """Index range ``[j0, m)`` of the xmin candidates among the distinct values ``u`` (sorted).
+
+    powerlaw's list is ``u[:-2]`` (see the module docstring); the bounds keep the candidates in
+    ``[xmin_min, xmin_max]``. Fewer than 2 candidates: ``(0, 0)`` (powerlaw fits nothing).
     """
-    if xmin_max is None:
-        return None
-    u = np.unique(x)
-    m = int(np.searchsorted(u[:-2], xmin_max, side="right"))
-    if m >= u.size - 2:
-        return None
-    return float(u[0]), float(u[m + 1])
-
-
-def _candidate_count(u: np.ndarray, xmin_max: float | None) -> int:
-    """Number of xmin candidates (the smallest distinct values); 0 when powerlaw fits nothing."""
     m = max(u.size - 2, 0)
     if xmin_max is not None:
         m = min(m, int(np.searchsorted(u, xmin_max, side="right")))
-    return m if m >= 2 else 0
+    j0 = 0 if xmin_min is None else int(np.searchsorted(u, xmin_min, side="left"))
+    return (j0, m) if m - j0 >= 2 else (0, 0)
+
+
+def _no_candidates(xmin_min: float | None, xmin_max: float | None) -> str:
+    bounds = "" if xmin_min is None and xmin_max is None else f" in [{xmin_min}, {xmin_max}]"
+    return f"fewer than 2 xmin candidates{bounds}"
+
+
+def _xmin_arg(u: np.ndarray, j0: int, m: int) -> tuple[float, float] | None:
+    """``xmin`` argument for ``powerlaw.Fit`` that makes ``u[j0:m]`` its candidates.
+
+    ``powerlaw`` takes the distinct values in ``[lo, hi)`` and drops the largest, so ``lo =
+    u[j0]`` and ``hi = u[m + 1]``, the second distinct value above the last wanted candidate.
+    ``None`` (powerlaw's default window) when the bounds remove nothing.
+    """
+    if j0 == 0 and m == u.size - 2:
+        return None
+    return float(u[j0]), float(u[m + 1])
 
 
 # ------------------------------------------------------------------------------------------
@@ -137,55 +186,73 @@ def _candidate_count(u: np.ndarray, xmin_max: float | None) -> int:
 # ------------------------------------------------------------------------------------------
 
 
-def _powerlaw_fit(x: np.ndarray, alpha_range: tuple[float, float], xmin_max: float | None):
-    """``powerlaw.Fit`` with explicit parameter ranges, silenced (call inside :func:`_quiet`)."""
+def _powerlaw_fit(x: np.ndarray, alpha_range: tuple[float, float], xmin_min: float | None,
+                  xmin_max: float | None):
+    """``powerlaw.Fit`` with explicit parameter ranges and xmin window, silenced (call inside
+    :func:`_quiet`); ``None`` when fewer than 2 candidates are left."""
     import powerlaw
 
+    u = np.unique(x)
+    j0, m = _candidates(u, xmin_min, xmin_max)
+    if m == 0:
+        return None
     return powerlaw.Fit(
-        x, discrete=True, xmin=_xmin_arg(x, xmin_max),
+        x, discrete=True, xmin=_xmin_arg(u, j0, m),
         parameter_ranges={"alpha": tuple(alpha_range)}, verbose=0,
     )
 
 
 def fit_power_law(
     sizes: Sequence[float] | np.ndarray,
-    alpha_range: tuple[float, float] = DEFAULT_ALPHA_RANGE,
+    *,
+    alpha_range: Sequence[float],
+    xmin_min: float | None = None,
     xmin_max: float | None = None,
 ) -> dict:
-    """Discrete power-law fit of avalanche sizes with ``powerlaw`` (CSN 2009).
+    """Discrete power-law fit of avalanche sizes with ``powerlaw`` (CSN 2009), no p-value.
+
+    Part of :func:`fit_tail`, which adds the goodness-of-fit p-value with the same ranges; use
+    this alone for fits that need no p-value (durations).
 
     Parameters
     ----------
-    sizes : array_like of int
-        Avalanche sizes (>= 1); non-finite and non-positive values are dropped.
+    sizes : array_like of int, shape [n]
+        Avalanche sizes (whole numbers >= 1); non-finite and non-positive values are dropped.
     alpha_range : (float, float)
         Open interval for alpha passed as ``parameter_ranges`` (powerlaw's default ``[0, 3]``
         biases steep tails).
-    xmin_max : float, optional
-        Largest xmin candidate (default: every distinct value but the two largest).
+    xmin_min, xmin_max : float, optional
+        Smallest / largest xmin candidate (default: every distinct value but the two largest).
 
     Returns
     -------
     dict
-        ``alpha``, ``xmin``, ``ks`` (KS distance at xmin), ``n_tail``, ``lr_lognormal``,
-        ``p_lognormal``, ``lr_exponential``, ``p_exponential`` (normalised log-likelihood
-        ratios; positive favours the power law) and ``reason`` (``None`` when fine).
+        ``alpha``, ``alpha_se`` (``(alpha - 1) / sqrt(n_tail)``), ``xmin``, ``ks`` (KS distance
+        at xmin), ``n_tail`` (floats), ``lr_lognormal``, ``p_lognormal``, ``lr_exponential``,
+        ``p_exponential`` (normalised log-likelihood ratios; positive favours the power law) and
+        ``reason``: ``None`` when fine, why the numbers are NaN, or -- with finite numbers -- the
+        note that no candidate gave a valid fit and powerlaw fell back to the smallest KS.
     """
     lo_hi = _check_range(alpha_range)
+    _check_xmin_bounds(xmin_min, xmin_max)
     x, reason = _clean_sizes(sizes)
     if reason:
         return _nan_result(FIT_KEYS, reason)
     with _quiet():
-        fit = _powerlaw_fit(x, lo_hi, xmin_max)
+        fit = _powerlaw_fit(x, lo_hi, xmin_min, xmin_max)
+        if fit is None:
+            return _nan_result(FIT_KEYS, _no_candidates(xmin_min, xmin_max))
         out = {"alpha": float(fit.alpha), "xmin": float(fit.xmin), "ks": float(fit.D),
                "n_tail": float(np.sum(x >= fit.xmin)) if np.isfinite(fit.xmin) else np.nan}
         if not np.isfinite(out["alpha"]):
             return _nan_result(FIT_KEYS, "powerlaw returned no fit")
         if out["n_tail"] < MIN_POINTS:
             return _nan_result(FIT_KEYS, f"tail above xmin has {int(out['n_tail'])} < {MIN_POINTS} points")
+        out["alpha_se"] = (out["alpha"] - 1.0) / np.sqrt(out["n_tail"])  # CSN eq. 3.2 (see module doc)
         for name in ("lognormal", "exponential"):
             lr, p = fit.distribution_compare("power_law", name, normalized_ratio=True)
             out[f"lr_{name}"], out[f"p_{name}"] = float(lr), float(p)
+    out = {k: out[k] for k in FIT_KEYS}
     out["reason"] = ("no xmin candidate gave a valid fit (alpha at the range edge); powerlaw "
                      "fell back to the smallest KS") if fit.noise_flag else None
     return out
@@ -204,7 +271,8 @@ class _Batch:
     ``alpha0`` (powerlaw's start value) and ``sum_log`` (sum of log x over the tail).
     """
 
-    def __init__(self, datasets: Sequence[np.ndarray], xmin_max: float | None):
+    def __init__(self, datasets: Sequence[np.ndarray], xmin_min: float | None,
+                 xmin_max: float | None):
         self.n_sets = len(datasets)
         parts: dict[str, list[np.ndarray]] = {k: [] for k in
                                               ("u", "f", "set_id", "g0", "g1", "n_t", "a0", "s")}
@@ -213,14 +281,15 @@ class _Batch:
         for d, data in enumerate(datasets):
             x = np.sort(np.asarray(data, dtype=float))
             u, start = np.unique(x, return_index=True)
-            m = _candidate_count(u, xmin_max)
-            a0, s = _start_values(x, u[:m], start[:m])
-            for key, val in (("u", u), ("f", start / x.size), ("set_id", np.full(m, d)),
-                             ("g0", offset + np.arange(m)), ("g1", np.full(m, offset + u.size)),
-                             ("n_t", x.size - start[:m]), ("a0", a0), ("s", s)):
+            j0, m = _candidates(u, xmin_min, xmin_max)
+            k = m - j0
+            a0, s = _start_values(x, u[j0:m], start[j0:m])
+            for key, val in (("u", u), ("f", start / x.size), ("set_id", np.full(k, d)),
+                             ("g0", offset + np.arange(j0, m)), ("g1", np.full(k, offset + u.size)),
+                             ("n_t", x.size - start[j0:m]), ("a0", a0), ("s", s)):
                 parts[key].append(val)
             offset += u.size
-            self.lane_start[d + 1] = self.lane_start[d] + m
+            self.lane_start[d + 1] = self.lane_start[d] + k
         cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
         self.u, self.f = cat["u"], cat["f"]  # f: strict empirical CDF P(X < u), as powerlaw.cdf
         self.set_id, self.g0, self.g1, self.n_t = (cat[k].astype(np.int64)
@@ -424,10 +493,10 @@ def _winner(lanes: np.ndarray, dist: np.ndarray, valid: np.ndarray) -> int:
 
 
 def _fast_fits(datasets: Sequence[np.ndarray], alpha_range: tuple[float, float],
-               xmin_max: float | None) -> np.ndarray:
+               xmin_min: float | None, xmin_max: float | None) -> np.ndarray:
     """[n_sets, 4] array of (alpha, xmin, ks, n_tail) from the replica (NaN when no fit)."""
     lo, hi = alpha_range
-    b = _Batch(datasets, xmin_max)
+    b = _Batch(datasets, xmin_min, xmin_max)
     out = np.full((b.n_sets, 4), np.nan)
     if b.alpha0.size == 0:
         return out
@@ -442,36 +511,39 @@ def _fast_fits(datasets: Sequence[np.ndarray], alpha_range: tuple[float, float],
 
 def fast_discrete_fit(
     sizes: Sequence[float] | np.ndarray,
-    alpha_range: tuple[float, float] = DEFAULT_ALPHA_RANGE,
+    *,
+    alpha_range: Sequence[float],
+    xmin_min: float | None = None,
     xmin_max: float | None = None,
 ) -> dict:
     """Vectorised replica of ``powerlaw.Fit(sizes, discrete=True, parameter_ranges=...)``.
 
     Reproduces powerlaw's xmin, alpha and KS distance (see the module docstring for the steps);
-    used by :func:`gof_pvalue` to refit the synthetic data sets.
+    used by :func:`gof_pvalue` to refit the data and the synthetic data sets.
 
     Parameters
     ----------
-    sizes : array_like of int
-        Data (>= 1).
+    sizes : array_like of int, shape [n]
+        Data (whole numbers >= 1).
     alpha_range : (float, float)
         Open interval for alpha.
-    xmin_max : float, optional
-        Largest xmin candidate.
+    xmin_min, xmin_max : float, optional
+        Smallest / largest xmin candidate.
 
     Returns
     -------
     dict
-        ``alpha``, ``xmin``, ``ks``, ``n_tail`` and ``reason``.
+        ``alpha``, ``xmin``, ``ks``, ``n_tail`` (floats) and ``reason``.
     """
     keys = ("alpha", "xmin", "ks", "n_tail")
     lo_hi = _check_range(alpha_range)
+    _check_xmin_bounds(xmin_min, xmin_max)
     x, reason = _clean_sizes(sizes)
     if reason:
         return _nan_result(keys, reason)
-    row = _fast_fits([x], lo_hi, xmin_max)[0]
+    row = _fast_fits([x], lo_hi, xmin_min, xmin_max)[0]
     if not np.isfinite(row[0]):
-        return _nan_result(keys, "fewer than 2 xmin candidates")
+        return _nan_result(keys, _no_candidates(xmin_min, xmin_max))
     return {**dict(zip(keys, (float(v) for v in row))), "reason": None}
 
 
@@ -487,24 +559,45 @@ def sample_discrete_power_law(
 
     ``X = max{k : zeta(alpha, k) > u * zeta(alpha, xmin)}`` for ``u ~ U[0, 1)``, found from the
     large-k approximation of the tail and corrected by unit steps against the Hurwitz zeta
-    tail (exact up to floating point). Values
-    are capped at ``kmax``.
+    tail (exact up to floating point). Values are capped at ``kmax``: unlike CSN's sampler the
+    law is truncated there (the mass beyond, ``~ (kmax / xmin)^(1 - alpha)``, lands on
+    ``kmax``), which bounds time and memory; with the default cap it is below ``1e-6`` for
+    ``alpha >= 1.5``, ``xmin = 1``, but not negligible for alpha close to 1.
 
     Parameters
     ----------
     rng : numpy.random.Generator
         Source of the uniforms (``size`` draws).
-    alpha, xmin : float
-        Exponent (> 1) and integer lower bound.
+    alpha : float
+        Exponent, finite and > 1 (the normaliser ``zeta(alpha, xmin)`` diverges at alpha <= 1).
+    xmin : int or whole float
+        Lower bound, a whole number >= 1.
     size : int
-        Number of draws.
+        Number of draws (>= 0).
     kmax : float
-        Cutoff.
+        Cutoff (>= xmin).
 
     Returns
     -------
-    numpy.ndarray of int64
+    numpy.ndarray of int64, shape [size]
+
+    Raises
+    ------
+    ValueError
+        For alpha <= 1 or not finite, a non-whole or non-positive xmin, a negative or non-whole
+        size, or ``kmax < xmin``.
     """
+    alpha, xmin_f, kmax = float(alpha), float(xmin), float(kmax)
+    if not (np.isfinite(alpha) and alpha > 1.0):
+        raise ValueError(f"alpha must be a finite number > 1 (zeta(alpha, xmin) diverges at alpha <= 1), "
+                         f"got {alpha}")
+    if not (np.isfinite(xmin_f) and xmin_f >= 1.0 and xmin_f == np.floor(xmin_f)):
+        raise ValueError(f"xmin must be a whole number >= 1 (the law lives on the integers >= xmin), got {xmin}")
+    if not kmax >= xmin_f:
+        raise ValueError(f"kmax ({kmax:g}) must be >= xmin ({xmin_f:g})")
+    if int(size) != size or size < 0:
+        raise ValueError(f"size must be a whole number >= 0, got {size}")
+    xmin, size = xmin_f, int(size)
     u = rng.random(size)
     target = u * zeta(alpha, xmin)
     with np.errstate(all="ignore"):
@@ -523,90 +616,268 @@ def sample_discrete_power_law(
 
 
 def _synthetic_sets(rng: np.random.Generator, x: np.ndarray, alpha: float, xmin: float,
-                    n_boot: int) -> Iterator[np.ndarray]:
+                    draws: int) -> Iterator[np.ndarray]:
     """CSN semi-parametric bootstrap data sets (same stream for the fast and the naive path)."""
     below = x[x < xmin].astype(np.int64)
     p_tail = np.sum(x >= xmin) / x.size
-    for _ in range(n_boot):
+    for _ in range(draws):
         m = int(rng.binomial(x.size, p_tail))
         tail = sample_discrete_power_law(rng, alpha, xmin, m)
         body = rng.choice(below, size=x.size - m) if below.size else np.zeros(0, np.int64)
         yield np.concatenate([body, tail])
 
 
+def _gof_start(sizes, gof_draws, alpha_range, xmin_min, xmin_max):
+    """Checked arguments and cleaned sizes of the p-value functions; a reason when skipped."""
+    lo_hi = _check_range(alpha_range)
+    _check_xmin_bounds(xmin_min, xmin_max)
+    draws = _check_draws("gof_draws", gof_draws)
+    x, reason = _clean_sizes(sizes)
+    if not reason and draws == 0:
+        reason = "goodness-of-fit bootstrap skipped (gof_draws = 0)"
+    return lo_hi, draws, x, reason
+
+
+def _gof_fit(alpha, xmin, ks, n_tail, xmin_min, xmin_max) -> tuple[dict, str | None]:
+    """The fit of the data a p-value refers to, and a reason when it cannot be tested."""
+    fit = {"alpha": float(alpha), "xmin": float(xmin), "ks": float(ks), "n_tail": float(n_tail)}
+    if not np.isfinite(fit["ks"]):
+        return fit, _no_candidates(xmin_min, xmin_max)
+    if not fit["n_tail"] >= MIN_POINTS:
+        return fit, f"tail above xmin has {int(fit['n_tail'])} < {MIN_POINTS} points"
+    return fit, None
+
+
 def gof_pvalue(
     sizes: Sequence[float] | np.ndarray,
-    n_boot: int = 1000,
-    seed: int = 0,
-    alpha_range: tuple[float, float] = DEFAULT_ALPHA_RANGE,
+    *,
+    gof_draws: int,
+    seed: int,
+    alpha_range: Sequence[float],
+    xmin_min: float | None = None,
     xmin_max: float | None = None,
     batch: int = 50,
-) -> float:
+) -> dict:
     """Clauset-Shalizi-Newman bootstrap goodness-of-fit p-value of the discrete power law.
 
-    Each synthetic set has ``n`` points: with probability ``n_tail / n`` a draw from the fitted
-    power law above xmin, otherwise a resample of the data below xmin. It is refitted by the
-    same procedure (xmin by KS over the same candidate rule, MLE alpha in ``alpha_range``) with
-    the vectorised replica of ``powerlaw.Fit``; ``p`` is the fraction of synthetic KS distances
-    ``>=`` the empirical one. Equal to :func:`naive_gof_pvalue` for the same arguments.
+    Part of :func:`fit_tail`, which passes it the fit's ``alpha_range`` and xmin bounds.
+
+    The data are fitted with the vectorised replica of ``powerlaw.Fit`` (equal to
+    :func:`fit_power_law`'s alpha and KS to ~1e-9 relative, the same xmin), so the observed KS
+    distance and the synthetic ones come from the same code. Each synthetic set has ``n``
+    points: with probability ``n_tail / n`` a draw from the fitted power law above xmin,
+    otherwise a resample of the data below xmin. It is refitted by the same procedure (xmin by
+    KS over the same candidate rule and bounds, MLE alpha in ``alpha_range``); ``p`` is the
+    fraction of synthetic KS distances ``>=`` the empirical one. Equal to
+    :func:`naive_gof_pvalue` for the same arguments. Deviation from CSN: the synthetic fits are
+    held to ``alpha_range`` and the xmin bounds, as the data's fit is (CSN have neither).
 
     Parameters
     ----------
-    sizes : array_like of int
-        Avalanche sizes (>= 1).
-    n_boot : int
-        Number of synthetic data sets.
+    sizes : array_like of int, shape [n]
+        Avalanche sizes (whole numbers >= 1).
+    gof_draws : int
+        Number of synthetic data sets (0: skipped, NaN with a reason).
     seed : int
         Seed of the ``numpy.random.Generator``.
     alpha_range : (float, float)
         Open interval for alpha.
-    xmin_max : float, optional
-        Largest xmin candidate, applied to every fit.
+    xmin_min, xmin_max : float, optional
+        Smallest / largest xmin candidate, applied to every fit.
     batch : int
         Synthetic sets fitted together (memory / speed trade-off only).
 
     Returns
     -------
-    float
-        p-value; NaN for degenerate input.
+    dict
+        ``p_value`` (a multiple of ``1 / gof_draws``), the replica's fit of the data it tests
+        (``alpha``, ``xmin``, ``ks``, ``n_tail``; floats) and ``reason`` (``None``, or why
+        ``p_value`` is NaN).
     """
-    lo_hi = _check_range(alpha_range)
-    x, reason = _clean_sizes(sizes)
-    if reason or n_boot < 1:
-        return float("nan")
-    alpha, xmin, ks, n_tail = _fast_fits([x], lo_hi, xmin_max)[0]
-    if not np.isfinite(ks) or n_tail < MIN_POINTS:
-        return float("nan")
-    sets = _synthetic_sets(np.random.default_rng(seed), x, alpha, xmin, n_boot)
+    lo_hi, draws, x, reason = _gof_start(sizes, gof_draws, alpha_range, xmin_min, xmin_max)
+    if reason:
+        return _nan_result(GOF_KEYS, reason)
+    fit, reason = _gof_fit(*_fast_fits([x], lo_hi, xmin_min, xmin_max)[0], xmin_min, xmin_max)
+    if reason:
+        return _nan_result(GOF_KEYS, reason)
+    sets = _synthetic_sets(np.random.default_rng(seed), x, fit["alpha"], fit["xmin"], draws)
     hits = 0
     while chunk := list(itertools.islice(sets, batch)):
-        hits += int(np.sum(_fast_fits(chunk, lo_hi, xmin_max)[:, 2] >= ks))
-    return hits / n_boot
+        hits += int(np.sum(_fast_fits(chunk, lo_hi, xmin_min, xmin_max)[:, 2] >= fit["ks"]))
+    return {"p_value": hits / draws, **fit, "reason": None}
 
 
 def naive_gof_pvalue(
     sizes: Sequence[float] | np.ndarray,
-    n_boot: int = 1000,
-    seed: int = 0,
-    alpha_range: tuple[float, float] = DEFAULT_ALPHA_RANGE,
+    *,
+    gof_draws: int,
+    seed: int,
+    alpha_range: Sequence[float],
+    xmin_min: float | None = None,
     xmin_max: float | None = None,
-) -> float:
+) -> dict:
     """Reference for :func:`gof_pvalue`: the same bootstrap, one ``powerlaw.Fit`` per data set.
 
-    Parameters and return value as :func:`gof_pvalue` (slow; for tests and the benchmark).
+    Parameters and return value as :func:`gof_pvalue` (the fit is powerlaw's; slow, for tests
+    and the benchmark).
+    """
+    lo_hi, draws, x, reason = _gof_start(sizes, gof_draws, alpha_range, xmin_min, xmin_max)
+    if reason:
+        return _nan_result(GOF_KEYS, reason)
+    with _quiet():
+        pl = _powerlaw_fit(x, lo_hi, xmin_min, xmin_max)
+        row = (np.nan,) * 3 if pl is None else (pl.alpha, pl.xmin, pl.D)
+        n_tail = np.sum(x >= row[1]) if np.isfinite(row[1]) else np.nan
+        fit, reason = _gof_fit(*row, n_tail, xmin_min, xmin_max)
+        if reason:
+            return _nan_result(GOF_KEYS, reason)
+        sets = _synthetic_sets(np.random.default_rng(seed), x, fit["alpha"], fit["xmin"], draws)
+        hits = 0
+        for s in sets:
+            refit = _powerlaw_fit(s.astype(float), lo_hi, xmin_min, xmin_max)
+            hits += refit is not None and float(refit.D) >= fit["ks"]
+    return {"p_value": hits / draws, **fit, "reason": None}
+
+
+# ------------------------------------------------------------------------------------------
+# the one call: fit, standard error, p-value and likelihood ratios with the same ranges
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TailFit:
+    """Everything :func:`fit_tail` reports on one size distribution (immutable).
+
+    Attributes
+    ----------
+    alpha : float
+        MLE exponent of the discrete power law above ``xmin`` (``powerlaw``).
+    alpha_se : float
+        Its standard error ``(alpha - 1) / sqrt(n_tail)`` (CSN eq. 3.2; what ``powerlaw``
+        reports as ``standard_err`` / ``sigma``; see the module docstring).
+    xmin, n_tail : int or None
+        Lower bound of the tail (a data value) and the number of sizes ``>= xmin``; ``None``
+        when there is no fit.
+    ks : float
+        KS distance between the tail and the fitted law.
+    p_value : float
+        CSN bootstrap goodness-of-fit p-value (``gof_draws`` synthetic sets), computed with the
+        same ``alpha_range`` and xmin bounds as the fit; NaN when skipped or untestable.
+    lr_lognormal, p_lognormal, lr_exponential, p_exponential : float
+        Normalised log-likelihood ratios power law vs the alternative (positive favours the
+        power law) and their two-sided p-values.
+    n : int
+        Sizes used (finite and positive).
+    alpha_range, xmin_min, xmin_max, gof_draws, seed
+        The settings every number above was computed with.
+    reasons : Mapping[str, str]
+        Field name -> why that field is NaN (or ``None``); empty when every number is defined.
+    warning : str or None
+        A caveat on finite numbers (powerlaw's fallback when no xmin candidate gave a valid
+        fit; a disagreement between ``powerlaw`` and the replica the p-value is based on).
+    """
+
+    alpha: float
+    alpha_se: float
+    xmin: int | None
+    n_tail: int | None
+    ks: float
+    p_value: float
+    lr_lognormal: float
+    p_lognormal: float
+    lr_exponential: float
+    p_exponential: float
+    n: int
+    alpha_range: tuple[float, float]
+    xmin_min: float | None
+    xmin_max: float | None
+    gof_draws: int
+    seed: int
+    reasons: Mapping[str, str] = field(default_factory=dict, hash=False)  # a read-only mapping
+    warning: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reasons", MappingProxyType(dict(self.reasons)))
+
+    def row(self) -> dict[str, float]:
+        """The sweep table's tail columns (:data:`TAIL_COLUMNS`) as floats (NaN for ``None``)."""
+        return {k: float("nan") if getattr(self, k) is None else float(getattr(self, k))
+                for k in TAIL_COLUMNS}
+
+
+def fit_tail(
+    sizes: Sequence[float] | np.ndarray,
+    *,
+    alpha_range: Sequence[float],
+    gof_draws: int,
+    seed: int,
+    xmin_min: float | None = None,
+    xmin_max: float | None = None,
+    batch: int = 50,
+) -> TailFit:
+    """Discrete power-law fit, standard error, bootstrap p-value and likelihood ratios in one call.
+
+    :func:`fit_power_law` (``powerlaw``: xmin, alpha, KS, likelihood ratios), then -- when the
+    fit is finite and ``gof_draws > 0`` -- :func:`gof_pvalue` with the *same* ``alpha_range``,
+    ``xmin_min`` and ``xmin_max``, so the p-value tests the procedure that produced the fit.
+
+    Parameters
+    ----------
+    sizes : array_like of int, shape [n]
+        Avalanche sizes (whole numbers >= 1); non-finite and non-positive values are dropped.
+    alpha_range : (float, float)
+        Open interval for alpha, ``1 < lo < hi < inf``.
+    gof_draws : int
+        Synthetic data sets of the bootstrap (0: skip it; ``p_value`` NaN with a reason).
+    seed : int
+        Seed of the bootstrap's ``numpy.random.Generator``.
+    xmin_min, xmin_max : float, optional
+        Smallest / largest xmin candidate (``None``: no bound).
+    batch : int
+        Synthetic sets refitted together (speed / memory only).
+
+    Returns
+    -------
+    TailFit
     """
     lo_hi = _check_range(alpha_range)
-    x, reason = _clean_sizes(sizes)
-    if reason or n_boot < 1:
-        return float("nan")
-    with _quiet():
-        fit = _powerlaw_fit(x, lo_hi, xmin_max)
-        alpha, xmin, ks = float(fit.alpha), float(fit.xmin), float(fit.D)
-        if not np.isfinite(ks) or np.sum(x >= xmin) < MIN_POINTS:
-            return float("nan")
-        sets = _synthetic_sets(np.random.default_rng(seed), x, alpha, xmin, n_boot)
-        hits = sum(float(_powerlaw_fit(s.astype(float), lo_hi, xmin_max).D) >= ks for s in sets)
-    return hits / n_boot
+    _check_xmin_bounds(xmin_min, xmin_max)
+    draws = _check_draws("gof_draws", gof_draws)
+    fit = fit_power_law(sizes, alpha_range=lo_hi, xmin_min=xmin_min, xmin_max=xmin_max)
+    ok = bool(np.isfinite(fit["alpha"]))
+    reasons: dict[str, str] = {} if ok else {k: fit["reason"] for k in FIT_KEYS}
+    warning = fit["reason"] if ok else None
+    p_value = float("nan")
+    if not ok:
+        reasons["p_value"] = f"no power-law fit ({fit['reason']})"
+    elif draws == 0:
+        reasons["p_value"] = "goodness-of-fit bootstrap skipped (gof_draws = 0)"
+    else:
+        gof = gof_pvalue(sizes, gof_draws=draws, seed=seed, alpha_range=lo_hi,
+                         xmin_min=xmin_min, xmin_max=xmin_max, batch=batch)
+        p_value = gof["p_value"]
+        if gof["reason"]:
+            reasons["p_value"] = gof["reason"]
+        elif gof["xmin"] != fit["xmin"] or not np.isclose(gof["alpha"], fit["alpha"], rtol=1e-6, atol=0):
+            # never seen (the replica is tested against powerlaw); say so rather than hide it
+            note = (f"the p-value's fit (replica: alpha {gof['alpha']:.6g}, xmin {gof['xmin']:g}) differs "
+                    f"from powerlaw's (alpha {fit['alpha']:.6g}, xmin {fit['xmin']:g})")
+            warning = note if warning is None else f"{warning}; {note}"
+    for k in ("lr_lognormal", "p_lognormal", "lr_exponential", "p_exponential"):
+        if ok and not np.isfinite(fit[k]):
+            reasons[k] = "powerlaw's likelihood-ratio comparison returned NaN"
+    x = np.asarray(sizes, dtype=float).ravel()
+    num = {k: float(fit[k]) for k in FIT_KEYS}  # Python floats, not numpy scalars
+    return TailFit(
+        alpha=num["alpha"], alpha_se=num["alpha_se"],
+        xmin=int(fit["xmin"]) if ok else None, n_tail=int(fit["n_tail"]) if ok else None,
+        ks=num["ks"], p_value=float(p_value),
+        lr_lognormal=num["lr_lognormal"], p_lognormal=num["p_lognormal"],
+        lr_exponential=num["lr_exponential"], p_exponential=num["p_exponential"],
+        n=int(np.sum(np.isfinite(x) & (x > 0))), alpha_range=lo_hi,
+        xmin_min=xmin_min, xmin_max=xmin_max, gof_draws=draws, seed=int(seed),
+        reasons=reasons, warning=warning,
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -677,9 +948,10 @@ def _slopes(logd: np.ndarray, mean_size: np.ndarray, present: np.ndarray) -> np.
 def crackling(
     sizes: Sequence[float] | np.ndarray,
     durations: Sequence[float] | np.ndarray,
+    *,
+    bootstrap_draws: int,
+    seed: int,
     d_range: tuple[int, int] = (3, 64),
-    n_boot: int = 1000,
-    seed: int = 0,
 ) -> dict:
     """Size-duration scaling ``E[size | D] ~ D^gamma`` with a bootstrap 95% interval.
 
@@ -689,12 +961,12 @@ def crackling(
 
     Parameters
     ----------
-    sizes, durations : array_like
-        Per-avalanche size (> 0) and token duration ``D`` (``t_span``).
+    sizes, durations : array_like, shape [n avalanches]
+        Per-avalanche size (> 0) and token duration ``D`` (``t_span``, tokens).
     d_range : (int, int)
         Durations used.
-    n_boot : int
-        Bootstrap replicates.
+    bootstrap_draws : int
+        Bootstrap replicates (0: no interval, NaN with a reason).
     seed : int
         Seed of the ``numpy.random.Generator``.
 
@@ -704,6 +976,7 @@ def crackling(
         ``gamma``, ``gamma_lo``, ``gamma_hi`` (2.5 / 97.5 percentiles) and ``reason``.
     """
     keys = ("gamma", "gamma_lo", "gamma_hi")
+    draws = _check_draws("bootstrap_draws", bootstrap_draws)
     s = np.asarray(sizes, dtype=float).ravel()
     d = np.asarray(durations, dtype=float).ravel()
     if s.shape != d.shape:
@@ -716,22 +989,23 @@ def crackling(
     logd = np.log(values)
     mean = np.bincount(code, weights=s) / np.bincount(code)
     gamma = float(_slopes(logd, mean[None, :], np.ones((1, values.size), bool))[0])
-    boot = _crackling_boot(np.random.default_rng(seed), s, code, logd, n_boot)
+    boot = _crackling_boot(np.random.default_rng(seed), s, code, logd, draws)
     boot = boot[np.isfinite(boot)]
     if not boot.size:  # NaN interval: say why, as for every NaN result
-        return {"gamma": gamma, **_nan_result(keys[1:], "no bootstrap replicate with 3 durations")}
+        why = "no bootstrap replicate with 3 durations" if draws else "bootstrap_draws = 0: no interval"
+        return {"gamma": gamma, **_nan_result(keys[1:], why)}
     lo, hi = np.percentile(boot, [2.5, 97.5])
     return {"gamma": gamma, "gamma_lo": float(lo), "gamma_hi": float(hi), "reason": None}
 
 
 def _crackling_boot(rng: np.random.Generator, s: np.ndarray, code: np.ndarray,
-                    logd: np.ndarray, n_boot: int, max_cells: int = 4_000_000) -> np.ndarray:
+                    logd: np.ndarray, draws: int, max_cells: int = 4_000_000) -> np.ndarray:
     """Bootstrap slopes: rows of resampled avalanches, reduced per duration with bincount."""
     n, n_d = s.size, logd.size
     rows = max(1, max_cells // max(n, 1))
     out = []
-    for start in range(0, n_boot, rows):
-        r = min(rows, n_boot - start)
+    for start in range(0, draws, rows):
+        r = min(rows, draws - start)
         idx = rng.integers(0, n, size=(r, n))
         cell = (np.arange(r)[:, None] * n_d + code[idx]).ravel()
         count = np.bincount(cell, minlength=r * n_d).reshape(r, n_d)
@@ -740,82 +1014,3 @@ def _crackling_boot(rng: np.random.Generator, s: np.ndarray, code: np.ndarray,
             out.append(_slopes(logd, total / count, count > 0))
     return np.concatenate(out) if out else np.zeros(0)
 
-
-# ------------------------------------------------------------------------------------------
-# multistep-regression branching (mrestimator)
-# ------------------------------------------------------------------------------------------
-
-
-def _mrestimator():
-    """Import ``mrestimator`` without its global side effect on tqdm.
-
-    Importing it patches ``tqdm.tqdm.__init__`` to ``disable=True`` for the whole process; the
-    original is put back (mrestimator's own bars are silenced by :func:`_quiet_mr` instead).
-    """
-    if "mrestimator" not in sys.modules:
-        import tqdm
-
-        before = tqdm.tqdm.__dict__.get("__init__")
-        import mrestimator  # noqa: F401
-
-        if before is not None and tqdm.tqdm.__dict__.get("__init__") is not before:
-            tqdm.tqdm.__init__ = before
-    return sys.modules["mrestimator"]
-
-
-@contextlib.contextmanager
-def _quiet_mr() -> Iterator[None]:
-    """Silence mrestimator's logger (warnings go to stderr by default) and its progress bars."""
-    logger = logging.getLogger("mrestimator")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
-    try:
-        with _quiet():
-            yield
-    finally:
-        logger.setLevel(level)
-
-
-def mr_branching(counts: np.ndarray, dt: float = 1.0, k_max: int = 20) -> dict:
-    """Multistep-regression branching estimate along tokens (Wilting & Priesemann 2018).
-
-    ``mrestimator.coefficients(method="ts")`` (trial-separated: trials = sequences) over
-    ``k = 1 .. min(T // 4, k_max)``, then ``mrestimator.fit`` with the exponential model
-    ``r_k = b m^k``; ``m = exp(-dt / tau)``. Trials whose first ``T - k_max`` tokens are constant
-    have no defined autocorrelation and are dropped.
-
-    Parameters
-    ----------
-    counts : array_like, shape [N sequences, T tokens]
-        Spike counts per token of one layer (a 1-D series is one trial).
-    dt : float
-        Token step.
-    k_max : int
-        Largest lag.
-
-    Returns
-    -------
-    dict
-        ``mr_m``, ``mr_tau`` (in units of ``dt``), ``n_trials`` (used) and ``reason``.
-    """
-    keys = ("mr_m", "mr_tau", "n_trials")
-    a = np.asarray(counts, dtype=float)
-    a = a[None, :] if a.ndim == 1 else a
-    if a.ndim != 2 or a.size == 0 or not np.all(np.isfinite(a)):
-        return _nan_result(keys, "counts must be a finite [N, T] array")
-    kmax = min(a.shape[1] // 4, int(k_max))
-    if kmax < 3:
-        return _nan_result(keys, f"too few tokens (T = {a.shape[1]}) for 3 lags")
-    a = a[np.ptp(a[:, : a.shape[1] - kmax], axis=1) > 0]
-    if a.shape[0] == 0:
-        return _nan_result(keys, "constant series (no trial varies)")
-    mre = _mrestimator()
-    with _quiet_mr():
-        rk = mre.coefficients(a, method="ts", steps=(1, kmax), dt=dt, dtunit="token", numboot=0)
-        if not np.all(np.isfinite(rk.coefficients)):
-            return _nan_result(keys, "non-finite correlation coefficients")
-        res = mre.fit(rk, fitfunc="exponential")
-    m, tau = float(res.mre), float(res.tau)
-    if not (np.isfinite(m) and np.isfinite(tau)):
-        return _nan_result(keys, "exponential fit did not converge")
-    return {"mr_m": m, "mr_tau": tau, "n_trials": float(a.shape[0]), "reason": None}

@@ -43,6 +43,16 @@ def signatures(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calibrat
     return pd.DataFrame(res.rows)
 
 
+def a_rows_at(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calibration, gstar: float,
+              gains: Sequence[float], rates: Sequence[float], targets: list[np.ndarray], fixed: dict,
+              **sweep_kw) -> pd.DataFrame:
+    """Dataset A's sweep rows at ``gstar`` when the extended g* search put it beyond the sweep's ``gains``
+    (so the headline can show A's signatures there); empty when g* is on the grid."""
+    if np.isclose(np.asarray(gains, float), gstar).any():
+        return pd.DataFrame()
+    return signatures(model, tokens, valid, calib, [gstar], rates, targets, fixed, log=None, **sweep_kw)
+
+
 def headline(ppl: pd.DataFrame, b_rows: pd.DataFrame, a_rows: pd.DataFrame, gstar: float,
              spike_def: str = "pos") -> pd.DataFrame:
     """One row per gain: B's perplexity, and at g = 1 and g* the rate-matched signatures of B and

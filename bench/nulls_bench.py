@@ -1,7 +1,7 @@
 """Null-model benchmark: vectorised n1 / n2 against per-row Python loops, n3's cost and its mixing.
 
 1. Speed (`python bench/nulls_bench.py`): on an iid lattice (default 16 sequences x 128 tokens x
-   30 layers, first token invalid, p = 0.3), K = 100 draws of `nulls.null_draws` for n1 and n2 against
+   30 layers, first token invalid, p = 0.3), K = 100 draws of `nulls.draws` for n1 and n2 against
    a straightforward loop over draws, sequences and layers (`rng.permutation` / `np.roll` of each
    row's valid tokens), interleaved (loop, vectorised, loop, ...), medians of CPU time of this process.
    n3 at its default trade count runs against a per-matrix curveball loop (a tenth of the draws, scaled).
@@ -106,9 +106,9 @@ def speed(args: argparse.Namespace) -> bool:
     print(f"lattice {args.n} x {args.t} x {args.l}, p = {args.p}, K = {args.k}, {args.repeats} interleaved repeats")
     variants = {
         "n1 loop": lambda: loop_n1(X, valid, args.k, rng),
-        "n1 vectorised": lambda: nulls.null_draws(X, valid, "n1", args.k, rng),
+        "n1 vectorised": lambda: nulls.draws(X, valid, "n1", args.k, seed=args.seed),
         "n2 loop": lambda: loop_n2(X, valid, args.k, rng),
-        "n2 vectorised": lambda: nulls.null_draws(X, valid, "n2", args.k, rng),
+        "n2 vectorised": lambda: nulls.draws(X, valid, "n2", args.k, seed=args.seed),
     }
     for name in ("n1", "n2"):  # same marginals, and the same null distribution of b_time
         a, b = variants[f"{name} loop"](), variants[f"{name} vectorised"]()
@@ -125,7 +125,8 @@ def speed(args: argparse.Namespace) -> bool:
         loop, vec = med[f"{name} loop"], med[f"{name} vectorised"]
         print(f"  {name}: loop {loop * 1e3:8.1f} ms   vectorised {vec * 1e3:6.1f} ms   speed-up {loop / vec:6.1f}x")
     trades = nulls.default_trades(args.l)
-    n3 = statistics.median(timed(lambda: nulls.null_draws(X, valid, "n3", args.k, rng)) for _ in range(args.n3_repeats))
+    n3 = statistics.median(timed(lambda: nulls.draws(X, valid, "n3", args.k, seed=args.seed))
+                           for _ in range(args.n3_repeats))
     k3 = max(1, args.k // 10)  # the per-matrix loop is slow: time a tenth of the draws and scale
     n3_loop = timed(lambda: loop_n3(X, valid, k3, rng, trades)) * args.k / k3
     print(f"  n3: loop {n3_loop * 1e3:8.1f} ms   vectorised {n3 * 1e3:6.1f} ms   speed-up {n3_loop / n3:6.1f}x "
@@ -137,7 +138,7 @@ def speed(args: argparse.Namespace) -> bool:
     ok = loop / vec >= SPEED_TARGET
     print(f"  all nulls: loop {loop * 1e3:8.1f} ms   vectorised {vec * 1e3:6.1f} ms   speed-up {loop / vec:6.1f}x "
           f"(target >= {SPEED_TARGET:g}x): {'PASS' if ok else 'FAIL'}")
-    full = timed(lambda: nulls.null_branching(X, valid, k=args.k, seed=args.seed))
+    full = timed(lambda: nulls.null_branching(X, valid, null_draws=args.k, seed=args.seed))
     print(f"  null_branching (n1, n2, n3; K = {args.k} each): {full:.2f} s")
     return ok
 
@@ -145,10 +146,10 @@ def speed(args: argparse.Namespace) -> bool:
 # ----------------------------------------------------------------------------- 2. n3 mixing
 
 
-def _stats(R: np.ndarray, lay, start: np.ndarray, k: int, n: int, t: int) -> dict[str, tuple[float, float]]:
-    """Null mean and its standard error of b_time/b_depth/b_diag and of the events' overlap with the start."""
-    L, M = R.shape[1:]
-    draws = R.reshape(k, n, L, M)
+def _stats(draws: np.ndarray, lay, start: np.ndarray, t: int) -> dict[str, tuple[float, float]]:
+    """Null mean and its standard error of b_time/b_depth/b_diag and of the events' overlap with the start,
+    over the chains ``draws`` bool [k, N, L, M]."""
+    k = len(draws)
     b = nulls.branching_batch(nulls._expand(draws, lay, t))
     out = {d: (float(b[d].mean()), float(b[d].std(ddof=1) / math.sqrt(k))) for d in ("time", "depth", "diag")}
     kept = (draws & start[None]).sum((1, 2, 3)) / start.sum()
@@ -188,15 +189,17 @@ def mixing(args: argparse.Namespace) -> bool:
           f"default = {default} trades")
     b = nulls.branching_batch(X[None])
     print(f"  observed b_time {b['time'][0]:.3f}  b_depth {b['depth'][0]:.3f}  b_diag {b['diag'][0]:.3f}")
-    R = np.broadcast_to(C, (k,) + C.shape).reshape(k * len(C), *C.shape[1:]).copy()
+    R = np.broadcast_to(C, (k,) + C.shape).copy()  # [k chains, N, L, M]
     units = [0, 0.125, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 5, 10, 20][: -1 if args.quick else None]
     checkpoints = {round(c * unit): c for c in units} | {default: default / unit}  # trades -> c (in L ln L)
+    rngs = nulls._draw_rngs("n3", 0, k, args.seed)  # chain j: the stream of n3 draw j
+    ia, ib = nulls._row_pairs(rngs, max(checkpoints), args.n, L)
     rows, done = [], 0
     for n_trades, c in sorted(checkpoints.items()):
-        for _ in range(n_trades - done):
-            nulls._trade(R, rng)
+        for i in range(done, n_trades):
+            nulls._trade(R, ia[i], ib[i], rngs)
         done = n_trades
-        rows.append((c, done, _stats(R, lay, C, k, args.n, args.t)))
+        rows.append((c, done, _stats(R, lay, C, args.t)))
     keys = ("time", "depth", "diag", "kept")
     refs = {key: _long_run(rows, key) for key in keys}
     print("  trades/(L ln L)  trades  " + "  ".join(f"{key:>22s}" for key in keys)

@@ -34,7 +34,7 @@ def avalanche_like_sizes(n: int, alpha: float, cutoff: float, rng: np.random.Gen
 
 
 def describe(x: np.ndarray, args: argparse.Namespace) -> None:
-    fit = tails.fast_discrete_fit(x, args.alpha_range)
+    fit = tails.fast_discrete_fit(x, alpha_range=tuple(args.alpha_range))
     print(f"sizes: n = {x.size}, {np.unique(x).size} distinct values, max {x.max()} "
           f"(power law alpha = {args.alpha}, cutoff {args.cutoff:g}, data seed {args.data_seed})")
     print(f"  fit: alpha = {fit['alpha']:.4f}, xmin = {fit['xmin']:g}, KS = {fit['ks']:.5f}, "
@@ -49,7 +49,7 @@ def main() -> int:
                     help="run the naive loop on only the first K sets and extrapolate its time")
     ap.add_argument("--alpha", type=float, default=1.8)
     ap.add_argument("--cutoff", type=float, default=1000.0)
-    ap.add_argument("--alpha-range", type=float, nargs=2, default=tails.DEFAULT_ALPHA_RANGE)
+    ap.add_argument("--alpha-range", type=float, nargs=2, default=(1.01, 6.0), help="the params default")
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed (same for both)")
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the fast p-value (median)")
@@ -59,14 +59,20 @@ def main() -> int:
     x = avalanche_like_sizes(args.n, args.alpha, args.cutoff, np.random.default_rng(args.data_seed))
     describe(x, args)
     kw = {"seed": args.seed, "alpha_range": tuple(args.alpha_range)}
-    tails.gof_pvalue(x, n_boot=2, **kw), tails.naive_gof_pvalue(x, n_boot=2, **kw)  # imports, caches
+    tails.gof_pvalue(x, gof_draws=2, **kw), tails.naive_gof_pvalue(x, gof_draws=2, **kw)  # imports, caches
 
-    fast_runs = [timed_result(lambda: tails.gof_pvalue(x, n_boot=args.n_boot, **kw)) for _ in range(args.repeats)]
+    def fast(draws: int) -> float:
+        return tails.gof_pvalue(x, gof_draws=draws, **kw)["p_value"]
+
+    def naive(draws: int) -> float:
+        return tails.naive_gof_pvalue(x, gof_draws=draws, **kw)["p_value"]
+
+    fast_runs = [timed_result(lambda: fast(args.n_boot)) for _ in range(args.repeats)]
     t_fast, p_fast = statistics.median(t for t, _ in fast_runs), fast_runs[0][1]
     assert all(p == p_fast for _, p in fast_runs)  # seeded: every repeat gives the same p
-    t_naive, p_naive = timed_result(lambda: tails.naive_gof_pvalue(x, n_boot=k_naive, **kw))
+    t_naive, p_naive = timed_result(lambda: naive(k_naive))
     # the same seed gives the same first k_naive synthetic sets, so this p must equal the naive one
-    p_fast_k = p_fast if k_naive == args.n_boot else tails.gof_pvalue(x, n_boot=k_naive, **kw)
+    p_fast_k = p_fast if k_naive == args.n_boot else fast(k_naive)
 
     scale = args.n_boot / k_naive
     mode = ("full comparison" if k_naive == args.n_boot else

@@ -57,6 +57,7 @@ rate_reference_d_ff = 18944  # MLP width the target rates refer to (None: as giv
 target_profile = "baseline_profile"  # baseline_profile or uniform
 reference_tau = 2.5  # z threshold whose per-layer rates shape baseline_profile
 z_floor = 4.0  # keep |z| above this in the forward pass (lowered automatically if needed)
+fixed_tau = None  # threshold of the fixed mode in every layer (None: the rate-matched ones at g 1)
 adjacencies = ["von_neumann", "moore", "causal"]  # site adjacencies; the first is used for the sweep
 gains = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5]  # gain grid (must include 1.0)
 ablations = ["all", "early", "mid", "late", "attn", "shuffled"]  # where the gain acts (see README)
@@ -101,7 +102,7 @@ adjacency = adjacencies[0]
 # %%
 rates = lat.scale_seed_rates(target_rates, calibration.d_ff, rate_reference_d_ff)
 base, targets, fixed = sweep.reference(lm.model, tokens, valid, calibration, rates, target_profile, z_floor,
-                                       reference_tau, batch_size, progress)
+                                       reference_tau, batch_size, progress, fixed_tau=fixed_tau)
 phase01 = np.load(provenance.load_input(run_dir, "01_event_lattice/lattice.npz", out))
 for d in lat.SPIKE_DEFS:
     if not np.array_equal(phase01[f"counts_{d}"], base[0].counts[d]):

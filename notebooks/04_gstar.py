@@ -29,10 +29,12 @@
 # * `seed_b_tot`: argmin |b_tot − 1| (the seed's). Under rate matching `b_tot` is pinned by the rate,
 #   so this rule drifts with noise; it is kept to reproduce the seed.
 # * `chi_perc_max` (default): argmax of the percolation susceptibility.
-# * `delta_b_max`: argmax of the null-normalised delta-b z-score under N1.
+# * `z_tot_n1_max` (formerly `delta_b_max`): argmax of the null-normalised delta-b z-score under N1.
 # * `plateau`: the g nearest 1 whose `chi_perc` lies within one bootstrap SE of the best.
 #
-# SEs are bootstraps over Dataset A's sequences. Then: Dataset B's signatures at g = 1 and g* (same
+# SEs are bootstraps over Dataset A's sequences. A pick on the grid's edge is not an optimum: the search
+# then adds gains beyond that edge on Dataset A (same spacing, up to `gstar_limits`) until the pick is
+# interior or the limit is reached, still before B or ARC is read. Then: Dataset B's signatures at g = 1 and g* (same
 # calibration and per-layer targets as A), B's perplexity at every gain, and ARC-Easy / ARC-Challenge
 # multiple choice (summed log-likelihood of each choice; `acc`, and `acc_norm` per character) with
 # bootstrap 95% CIs and McNemar's paired test of g* against g = 1.
@@ -62,6 +64,7 @@ rate_reference_d_ff = 18944  # MLP width the target rates refer to (None: as giv
 target_profile = "baseline_profile"  # baseline_profile or uniform
 reference_tau = 2.5  # z threshold whose per-layer rates shape baseline_profile
 z_floor = 4.0  # keep |z| above this in the forward pass (lowered automatically if needed)
+fixed_tau = None  # threshold of the fixed mode in every layer (None: the rate-matched ones at g 1)
 adjacencies = ["von_neumann", "moore", "causal"]  # site adjacencies; the first is used
 gains = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5]  # gain grid (must include 1.0)
 null_draws = 100  # draws per null model
@@ -69,6 +72,7 @@ gof_draws = 100  # CSN bootstrap draws for the tail goodness-of-fit p-value
 bootstrap_draws = 200  # bootstrap draws (SEs of the g* criteria, ARC CIs use 1000)
 alpha_range = [1.01, 6.0]  # allowed power-law exponent range for the tail fits
 gstar_rule = "chi_perc_max"  # pre-registered g* rule
+gstar_limits = [0.1, 3.0]  # an edge g* extends the search on A outward up to these gains
 arc_subsets = ["ARC-Easy", "ARC-Challenge"]  # ARC validation subsets
 arc_grid_limit = 50  # ARC questions per subset at every gain (None: all)
 arc_full = True  # also score every ARC question at g 1 and g*
@@ -100,29 +104,44 @@ valid = lattices["valid"]
 
 # %% [markdown]
 # ## The rule's evidence, from Dataset A only
-# Each criterion per gain with its bootstrap SE over sequences; the point values equal the sweep
-# table's (checked below).
+# Each criterion per gain with its bootstrap SE over sequences; the point values on the grid equal the
+# sweep table's (checked below). When the chosen rule's pick lies on the grid's edge, gains beyond it are
+# added (Dataset A only) until the pick is interior or `gstar_limits` is reached.
 
 # %%
+# papermill_description=gstar_search
 t0 = time.perf_counter()
-evidence = gstar.evidence(lattices["counts_pos"], valid, gain_grid, adjacency, null_draws, bootstrap_draws, seed)
+p = {k: globals()[k] for k in ("adjacencies", "null_draws", "bootstrap_draws", "seed", "z_floor", "batch_size",
+                               "gstar_rule", "gstar_limits")}
+lm = load_model(model, dtype=dtype, device=device, seed=seed)
+cal = np.load(provenance.load_input(run_dir, "01_event_lattice/calibration.npz", out))
+calibration = lat.Calibration(cal["mu"], cal["sigma"], int(cal["n_sites"]))
+rates = lat.scale_seed_rates(target_rates, calibration.d_ff, rate_reference_d_ff)
+_, lattice_slice = runtime.dataset_a_slices(lm.tokenizer, dataset_a, n_calibration, n_sequences, window, seed)
+_, targets, fixed = sweep.reference(lm.model, lattice_slice.tokens, valid, calibration, rates, target_profile,
+                                    z_floor, reference_tau, batch_size, progress, fixed_tau=fixed_tau)
+search = sweep.search_gstar(lm.model, lattice_slice.tokens, valid, calibration, targets, fixed, lattices["counts_pos"],
+                            gain_grid, p, progress, log=print)
+evidence, picked, g_star = search.evidence, search.picks, search.gstar
+on_grid = evidence[np.isclose(evidence.g.to_numpy()[:, None], gain_grid).any(1)].reset_index(drop=True)
 main_a = sweep.main_rows(sweep_table)
 for col in ("b_tot", "chi_perc", "z_tot_n1"):
-    if not np.allclose(evidence[col], main_a[col], equal_nan=True):
+    if not np.allclose(on_grid[col], main_a[col], equal_nan=True):
         raise RuntimeError(f"{col} recomputed from the lattices differs from the sweep table")
-picked = gstar.picks(evidence)
-g_star = picked[gstar_rule]
 provenance.save_json(out / "gstar.json", {
-    "rule": gstar_rule, "gstar": g_star, "picks": picked, "dataset": dataset_a, "spike_def": "pos",
-    "threshold_mode": "rate_matched", "ablation": "all", "bootstrap_draws": bootstrap_draws,
-    "null_draws": null_draws, "n_sequences": int(valid.shape[0]), "evidence": evidence.to_dict("records")})
-print(f"g* = {g_star:g} by the pre-registered rule {gstar_rule!r} (A only); every rule: {picked}")
+    "rule": search.rule, "gstar": g_star, "picks": picked, "at_edge": search.at_edge, "outcome": search.outcome,
+    "outcome_text": search.sentence(), "grid": gain_grid.tolist(), "added_gains": search.added,
+    "gstar_limits": gstar_limits, "dataset": dataset_a, "spike_def": "pos", "threshold_mode": "rate_matched",
+    "ablation": "all", "bootstrap_draws": bootstrap_draws, "null_draws": null_draws,
+    "n_sequences": int(valid.shape[0]), "evidence": evidence.to_dict("records")})
+print(f"g* = {g_star:g} by the pre-registered rule {search.rule!r} (A only): {search.sentence()}")
+print(f"gains added beyond the grid: {search.added or 'none'}; every rule: {picked}; on an edge: {search.at_edge}")
 
 # %%
 # NBVAL_CHECK_OUTPUT
 print(evidence[["g", "b_tot", "b_tot_se", "chi_perc", "chi_perc_se", "z_tot_n1", "z_tot_n1_se"]].to_string(
     index=False, float_format=lambda x: f"{x + 0.0:.3g}"))
-print(picked)
+print(picked, search.outcome, search.added)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -137,24 +156,20 @@ fig.show()
 # %%
 # papermill_description=transfer
 assert (out / "gstar.json").exists()
-lm = load_model(model, dtype=dtype, device=device, seed=seed)
-cal = np.load(provenance.load_input(run_dir, "01_event_lattice/calibration.npz", out))
-calibration = lat.Calibration(cal["mu"], cal["sigma"], int(cal["n_sites"]))
-rates = lat.scale_seed_rates(target_rates, calibration.d_ff, rate_reference_d_ff)
-_, lattice_slice = runtime.dataset_a_slices(lm.tokenizer, dataset_a, n_calibration, n_sequences, window, seed)
-_, targets, fixed = sweep.reference(lm.model, lattice_slice.tokens, valid, calibration, rates, target_profile,
-                                    z_floor, reference_tau, batch_size, progress)
+evaluated = np.array(sorted({*gain_grid.tolist(), g_star}))  # the grid, and g* if the search went beyond it
 slice_b = build_slice(lm.tokenizer, dataset_b, n_sequences_b, window, seed=seed)
 recorded = json.loads(provenance.load_input(run_dir, "00_data_and_model/slices.json", out).read_text())
 if recorded["b"]["sha256"] != slice_b.sha256:
     raise RuntimeError("the Dataset B slice differs from the one phase 00 recorded")
 valid_b = lat.valid_mask(n_sequences_b, window, exclude_first_token)
+kw = dict(adjacency=adjacency, null_draws=null_draws, gof_draws=gof_draws, boot=bootstrap_draws, alpha_range=alpha_range,
+          seed=seed, floor=z_floor, batch_size=batch_size, progress=progress)
 b_rows = transfer.signatures(lm.model, slice_b.tokens, valid_b, calibration, [1.0, g_star], rates, targets, fixed,
-                             adjacency=adjacency, null_draws=null_draws, gof_draws=gof_draws, boot=bootstrap_draws,
-                             alpha_range=alpha_range, seed=seed, floor=z_floor, batch_size=batch_size,
-                             progress=progress, log=None)
-ppl = transfer.perplexity_table(lm.model, slice_b.tokens, gain_grid, score_batch_size, log=None)
-table = transfer.headline(ppl, b_rows, sweep_table, g_star)
+                             log=None, **kw)
+a_rows = pd.concat([sweep_table, transfer.a_rows_at(lm.model, lattice_slice.tokens, valid, calibration, g_star,
+                                                    gain_grid, rates, targets, fixed, **kw)], ignore_index=True)
+ppl = transfer.perplexity_table(lm.model, slice_b.tokens, evaluated, score_batch_size, log=None)
+table = transfer.headline(ppl, b_rows, a_rows, g_star)
 provenance.save_parquet(out / "transfer_signatures.parquet", b_rows)
 provenance.save_parquet(out / "transfer.parquet", table)
 provenance.record(out, transfer_seconds=round(time.perf_counter() - t0, 1))
@@ -177,7 +192,7 @@ plots.perplexity(table, g_star).show()
 # papermill_description=arc
 questions = load_arc(arc_subsets)
 grid_questions = load_arc(arc_subsets, limit=arc_grid_limit, seed=seed)
-arc, full_seconds = scoring.arc_sweep(lm.model, lm.tokenizer, questions, grid_questions, gain_grid,
+arc, full_seconds = scoring.arc_sweep(lm.model, lm.tokenizer, questions, grid_questions, evaluated,
                                       full_at=sorted({1.0, g_star}) if arc_full else (),
                                       batch_size=score_batch_size, progress=progress, log=print)
 summary = scoring.arc_summary(arc, g_star, boot=1000, seed=seed)

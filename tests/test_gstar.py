@@ -23,7 +23,7 @@ def test_rules_pick_the_expected_gain_on_synthetic_curves():
     b = 1 + (G - 0.7)  # |b - 1| smallest at 0.7
     z = G * 0 + np.where(np.isclose(G, 0.9), 5.0, 1.0)  # spike at 0.9
     ev = table(chi, b=b, z=z)
-    assert gstar.picks(ev) == {"seed_b_tot": 0.7, "chi_perc_max": 1.3, "delta_b_max": 0.9, "plateau": 1.3}
+    assert gstar.picks(ev) == {"seed_b_tot": 0.7, "chi_perc_max": 1.3, "z_tot_n1_max": 0.9, "plateau": 1.3}
 
 
 def test_ties_go_to_the_gain_nearest_one_then_the_smaller():
@@ -68,9 +68,20 @@ def test_evidence_point_values_are_the_sweeps_statistics(lattices):
         X = av.occupancy(c, valid)
         assert ev.b_tot[i] == pytest.approx(av.branching(X)["b_tot"])
         assert ev.chi_perc[i] == pytest.approx(av.chi_perc(av.avalanche_table(c, valid)))
-        z = nulls.null_branching(X, valid, ("n1",), k=40, seed=5)["n1"]["tot"]["z"]
+        z = nulls.null_branching(X, valid, ("n1",), null_draws=40, seed=5)["n1"]["tot"]["z"]
         assert ev.z_tot_n1[i] == pytest.approx(z)
     assert (ev[["b_tot_se", "chi_perc_se", "z_tot_n1_se"]] > 0).all().all()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 17])
+def test_sequence_parts_z_equals_null_branchings_in_chunks(lattices, chunk):
+    """sequence_parts makes its 40 N1 draws at once; null_branching in chunks of ``chunk`` draws."""
+    counts, valid = lattices
+    parts = gstar.sequence_parts(counts[1], valid, "von_neumann", 40, 5)
+    z = gstar.criteria(parts, np.ones((1, counts.shape[1])))["z_tot_n1"][0]
+    X = av.occupancy(counts[1], valid)
+    nb = nulls.null_branching(X, valid, ("n1",), null_draws=40, seed=5, chunk=chunk)
+    assert z == pytest.approx(nb["n1"]["tot"]["z"], rel=1e-9)
 
 
 def test_evidence_se_matches_a_loop_over_resampled_sequences(lattices):
@@ -98,3 +109,49 @@ def test_selection_never_reads_dataset_b_or_arc(lattices, monkeypatch):
     counts, valid = lattices
     ev = gstar.evidence(counts, valid, [0.9, 1.0, 1.1], null_draws=10, boot=10)
     assert set(gstar.picks(ev)) == set(gstar.RULES)
+
+
+def synthetic_evidence(chi):
+    """evidence_at(g) for a criterion curve chi(g): one row, zero SEs, b_tot and z flat."""
+    def at(g):
+        return pd.DataFrame({"g": [g], "chi_perc": [chi(g)], "chi_perc_se": [0.0], "b_tot": [1.0],
+                             "abs_b_tot_minus_1": [0.0], "z_tot_n1": [0.0]})
+    return at
+
+
+def test_an_edge_pick_extends_the_search_outward_until_interior():
+    chi = lambda g: -(g - 0.3) ** 2  # peak at 0.3, below the grid
+    at = synthetic_evidence(chi)
+    ev = pd.concat([at(g) for g in G], ignore_index=True)
+    assert gstar.at_edge(ev, gstar.picks(ev))["chi_perc_max"]
+    seen = []
+    search = gstar.extended_search(ev, "chi_perc_max", (0.1, 3.0), lambda g: seen.append(g) or at(g))
+    assert search.added == seen == [0.4, 0.3, 0.2]  # 0.2 shows 0.3 is a maximum
+    assert search.gstar == 0.3 and search.outcome == "interior" and not search.at_edge["chi_perc_max"]
+    assert search.evidence.g.tolist() == sorted(search.evidence.g.tolist()) and len(search.evidence) == len(G) + 3
+    assert "interior optimum at g* = 0.3" in search.sentence()
+
+
+def test_a_monotone_criterion_stops_at_the_limit_and_says_so():
+    at = synthetic_evidence(lambda g: g)  # keeps growing with g
+    ev = pd.concat([at(g) for g in G], ignore_index=True)
+    search = gstar.extended_search(ev, "chi_perc_max", (0.1, 2.0), at)
+    assert search.added == [1.6, 1.7, 1.8, 1.9, 2.0]
+    assert search.gstar == 2.0 and search.outcome == "limit" and search.at_edge["chi_perc_max"]
+    assert "monotone up to the limit" in search.sentence()
+
+
+def test_an_interior_pick_adds_nothing_and_limits_are_checked():
+    at = synthetic_evidence(lambda g: -(g - 1.2) ** 2)
+    ev = pd.concat([at(g) for g in G], ignore_index=True)
+    search = gstar.extended_search(ev, "chi_perc_max", (0.1, 3.0), lambda g: pytest.fail("nothing to add"))
+    assert search.added == [] and search.gstar == 1.2 and search.outcome == "interior"
+    with pytest.raises(ValueError, match="gstar_limits"):
+        gstar.extended_search(ev, "chi_perc_max", (1.1, 3.0), at)
+
+
+def test_the_old_rule_name_works_with_a_message_naming_the_new_one():
+    chi = -(G - 1.3) ** 2
+    z = np.where(np.isclose(G, 0.9), 5.0, 1.0)
+    with pytest.warns(FutureWarning, match="now called 'z_tot_n1_max'"):
+        assert gstar.pick(table(chi, z=z), "delta_b_max") == 0.9

@@ -162,11 +162,25 @@ def test_nan_activations_fail_closed(tiny):
     saved = layer.mlp.up_proj.weight.data.clone()
     layer.mlp.up_proj.weight.data[0, 0] = float("nan")
     try:
-        with pytest.raises(lat.NonFiniteActivationError, match="layer 1"):
+        with pytest.raises(hooks.NonFiniteActivationError, match="layer 1"):
             lat.calibrate(model, calib_tokens, lat.valid_mask(*calib_tokens.shape), progress=False)
     finally:
         layer.mlp.up_proj.weight.data.copy_(saved)
     assert hooks.hook_count(model) == 0
+
+
+def test_finite_check_accumulates_in_float32():
+    # SmolLM2's per-layer |sum u| at 8 x 128 tokens is about 3.3e4: beyond float16's 65504 once summed
+    # in float16, so a half-precision run used to raise a false NonFiniteActivationError
+    u = torch.full((8, 128, 64), 8.0, dtype=torch.float16)
+    assert not torch.isfinite(u.sum())  # the old check's own dtype overflows
+    hooks.check_finite(u, "a float16 tap")  # finite values: no error
+    u[3, 5, 7] = float("nan")
+    with pytest.raises(hooks.NonFiniteActivationError, match="a float16 tap"):
+        hooks.check_finite(u, "a float16 tap")
+    u[3, 5, 7] = float("inf")
+    with pytest.raises(hooks.NonFiniteActivationError):
+        hooks.check_finite(u, "a float16 tap")
 
 
 def test_empty_calibration_slice_fails(tiny):

@@ -298,6 +298,20 @@ def test_experiments_on_the_planted_model():
     assert f["perplexity_ratio"]["none"] == 1.0
 
 
+def test_rigidity_persistence_includes_the_edited_layer():
+    # the rigidity edit acts on the applied layer's input: an MA still present in that layer's own output
+    # persists (the factorial counts the ME layer's output the same way)
+    me = {"criterion": "sun", "relaxed_ratio": 100.0, "me_layer": 1}
+    base = dict(perplexity=1.0, arc_acc=np.nan, arc_p=np.nan, sink=0.1)
+    rows = [dict(applied=-1, layer=l, alpha=1.0, mask_rate=0.0, top1=500.0, ratio=5000.0, **base) for l in range(3)]
+    rows += [dict(applied=1, layer=l, alpha=0.0, mask_rate=0.01, top1=[500.0, 500.0, 1.0][l],
+                  ratio=[5000.0, 5000.0, 1.0][l], **base) for l in range(3)]
+    empty = pd.DataFrame({"intervention": ["none"], "perplexity_ratio": [1.0]})
+    fact = pd.DataFrame(columns=["norm", "mlp", "layer", "top1", "ratio"])
+    f = mx.findings(me, empty, fact, pd.DataFrame(rows))
+    assert f["rigidity"][0]["applied"] == 1 and f["rigidity"][0]["ma_persists"] is True
+
+
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-qwen2", "tiny-gemma3", "tiny-gpt-neox", "tiny-gpt2"])
 def test_scan_and_sinks_run_on_every_supported_family(name):
     model = load_model(name).model

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from avalanche_nb import avalanches as av
-from avalanche_nb import nulls
+from avalanche_nb import gstar, nulls
 
 # Deterministic examples (seeded from the test's hash) and no example database written into the repo.
 PROPERTY = settings(max_examples=50, deadline=None, derandomize=True, database=None)
@@ -104,7 +104,7 @@ def assert_uniform(counts: Counter, support: list) -> None:
 def test_every_null_keeps_row_counts_and_valid_sites(lattice, null, seed):
     X, valid = lattice
     before = X.copy()
-    draws = nulls.null_draws(X, valid, null, 3, np.random.default_rng(seed))
+    draws = nulls.draws(X, valid, null, 3, seed=seed)
     assert draws.shape == (3,) + X.shape and draws.dtype == bool
     assert (draws.sum(2) == X.sum(1)).all()  # every (sequence, layer) count, in every draw
     assert not (draws & ~valid[None, :, :, None]).any()  # never an event at an invalid site
@@ -115,7 +115,7 @@ def test_every_null_keeps_row_counts_and_valid_sites(lattice, null, seed):
 @given(lattices(), seeds)
 def test_n2_is_a_nontrivial_rotation_keeping_cyclic_runs(lattice, seed):
     X, valid = lattice
-    draws = nulls.null_draws(X, valid, "n2", 3, np.random.default_rng(seed))
+    draws = nulls.draws(X, valid, "n2", 3, seed=seed)
     for draw in draws:
         for (_, _, row), (_, _, new) in zip(compressed_rows(X, valid), compressed_rows(draw, valid)):
             assert cyclic_runs(new) == cyclic_runs(row)
@@ -127,7 +127,7 @@ def test_n2_is_a_nontrivial_rotation_keeping_cyclic_runs(lattice, seed):
 @given(lattices(), seeds, st.sampled_from([None, 0, 1, 7]))
 def test_n3_keeps_row_and_column_counts(lattice, seed, trades):
     X, valid = lattice
-    draws = nulls.null_draws(X, valid, "n3", 3, np.random.default_rng(seed), trades=trades)
+    draws = nulls.draws(X, valid, "n3", 3, seed=seed, trades=trades)
     assert (draws.sum(2) == X.sum(1)).all()  # per sequence: events per layer
     assert (draws.sum(3) == X.sum(2)).all()  # per sequence: events per token
     assert not (draws & ~valid[None, :, :, None]).any()
@@ -163,28 +163,40 @@ def test_n1_draws_each_subset_equally_often(padded):
     X, valid = ragged_pair(8, 4, 6 if padded else 4, 2)
     X[0, [1, 2], 0] = True  # m = 4, 2 events: 6 subsets
     X[1, [1, 3, 4], 1] = True  # m = 6 (padded) or 4, 3 events: 20 or 4 subsets
-    draws = nulls.null_draws(X, valid, "n1", 6000, np.random.default_rng(1))
+    draws = nulls.draws(X, valid, "n1", 6000, seed=1)
     for n, l, c in [(0, 0, 2), (1, 1, 3)]:
         m = int(valid[n].sum())
         assert_uniform(Counter(tuple(map(int, d[n, valid[n], l])) for d in draws), subsets(m, c))
 
 
+def coarse_keys(monkeypatch, redraws: Counter | None = None) -> None:
+    """Make the 16-bit keys coarse (0, 1 or 2), so most rows tie at their boundary and are redrawn; with
+    ``redraws``, count each draw's 32-bit redraw calls there and make its first one coarse too."""
+    real = nulls._random_bits
+
+    def coarse(rngs, shape, bits):
+        keys = real(rngs, shape, bits)
+        if bits == 16:
+            return keys % 3
+        assert len(rngs) == 1  # redraws come one draw at a time, from that draw's own generator
+        if redraws is None:
+            return keys
+        redraws[id(rngs[0])] += 1
+        return keys % 3 if redraws[id(rngs[0])] == 1 else keys
+
+    monkeypatch.setattr(nulls, "_random_bits", coarse)
+
+
 def test_n1_stays_uniform_when_random_keys_tie(monkeypatch):
-    """Coarse keys on the first calls tie at most boundaries, so most rows go through the 32-bit redraw
-    loop, several rounds; the choice must stay exactly uniform."""
-    real, calls = nulls._random_bits, []
-
-    def coarse_first(shape, rng, bits):
-        calls.append(bits)
-        keys = real(shape, rng, bits)
-        return keys % 3 if len(calls) <= 3 else keys
-
-    monkeypatch.setattr(nulls, "_random_bits", coarse_first)
+    """Coarse keys tie at most boundaries, so most rows go through the 32-bit redraw loop, several
+    rounds; the choice must stay exactly uniform."""
+    redraws = Counter()
+    coarse_keys(monkeypatch, redraws)
     X, valid = ragged_pair(8, 4, 6, 1)
     X[0, [2, 4], 0] = True
     X[1, [1, 2, 5], 0] = True
-    draws = nulls.null_draws(X, valid, "n1", 4000, np.random.default_rng(2))
-    assert calls[:3] == [16, 32, 32] and len(calls) > 3  # the redraw loop ran, more than one round
+    draws = nulls.draws(X, valid, "n1", 4000, seed=2)
+    assert len(redraws) > 2500 and sum(n >= 2 for n in redraws.values()) > 1000  # most draws redrew, many twice
     assert_uniform(Counter(tuple(map(int, d[0, valid[0], 0])) for d in draws), subsets(4, 2))
     assert_uniform(Counter(tuple(map(int, d[1, valid[1], 0])) for d in draws), subsets(6, 3))
 
@@ -195,7 +207,7 @@ def test_n2_draws_each_shift_equally_often():
     for n, row in rows.items():
         X[n, valid[n], 0] = row
         assert len({tuple(np.roll(row, s)) for s in range(len(row))}) == len(row)
-    draws = nulls.null_draws(X, valid, "n2", 4000, np.random.default_rng(3))
+    draws = nulls.draws(X, valid, "n2", 4000, seed=3)
     for n, row in rows.items():
         shifts = Counter(rotation(np.array(row, bool), d[n, valid[n], 0])[0] for d in draws)
         assert_uniform(shifts, list(range(1, len(row))))
@@ -219,7 +231,7 @@ def test_n3_reaches_every_equivalent_matrix_equally_often():
     X, valid = ragged_pair(7, 4, 5, 3)  # padded layout: sequence 1 has a fifth token
     X[0, valid[0]] = A.T
     X[1, 1:4, 0] = True
-    draws = nulls.null_draws(X, valid, "n3", 6000, np.random.default_rng(4))  # default trades
+    draws = nulls.draws(X, valid, "n3", 6000, seed=4)  # default trades
     assert_uniform(Counter(tuple(map(int, d[0, valid[0]].T.ravel())) for d in draws), support)
 
 
@@ -230,7 +242,7 @@ def test_n3_reaches_every_equivalent_matrix_equally_often():
 @given(lattices(), st.sampled_from(nulls.NULLS), seeds)
 def test_branching_batch_equals_branching_on_every_draw(lattice, null, seed):
     X, valid = lattice
-    draws = nulls.null_draws(X, valid, null, 4, np.random.default_rng(seed))
+    draws = nulls.draws(X, valid, null, 4, seed=seed)
     batch = nulls.branching_batch(np.concatenate([X[None], draws]))
     for i, Xi in enumerate([X, *draws]):
         ref = branching_ref(Xi)
@@ -272,7 +284,7 @@ def test_delta_b_is_null_on_an_iid_lattice(seed):
     is ~ N(0, 1) (checked over 300 seeds: mean |.| < 0.05, sd 0.93-1.07, |z| > 3 in ~0.3%). Seed 0 is
     left out: its n1 b_time z = -3.2 was the most extreme of those 300, a chance event, not a bias."""
     X, valid = iid((8, 64, 12), 0.2, seed)
-    result = nulls.null_branching(X, valid, k=100, seed=seed)
+    result = nulls.null_branching(X, valid, null_draws=100, seed=seed)
     for null in nulls.NULLS:
         for d in nulls.DIRECTIONS:
             s = result[null][d]
@@ -296,7 +308,7 @@ def planted_runs(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_n1_detects_planted_temporal_runs():
     X, valid = planted_runs(0)
-    result = nulls.null_branching(X, valid, k=100, seed=0)
+    result = nulls.null_branching(X, valid, null_draws=100, seed=0)
     s = result["n1"]["time"]
     assert result["observed"]["time"] > s["hi"] and s["delta"] > 0.4 and s["z"] > 10, s
     # n2 shifts whole rows, so it keeps the runs: at most a boundary effect left
@@ -308,37 +320,77 @@ def test_n1_detects_planted_temporal_runs():
 
 def test_same_seed_same_result_and_nulls_do_not_share_draws():
     X, valid = iid((3, 20, 5), 0.3, 7)
-    full = nulls.null_branching(X, valid, k=20, seed=11)
-    assert same(full, nulls.null_branching(X, valid, k=20, seed=11))
+    full = nulls.null_branching(X, valid, null_draws=20, seed=11)
+    assert same(full, nulls.null_branching(X, valid, null_draws=20, seed=11))
     for null in nulls.NULLS:
-        alone = nulls.null_branching(X, valid, nulls=(null,), k=20, seed=11)
+        alone = nulls.null_branching(X, valid, nulls=(null,), null_draws=20, seed=11)
         assert alone.keys() == {"observed", null}
         assert same(alone[null], full[null])
-    other = nulls.null_branching(X, valid, k=20, seed=12)
+    other = nulls.null_branching(X, valid, null_draws=20, seed=12)
     assert all(not same(other[null], full[null]) for null in nulls.NULLS)
 
 
-def test_chunked_draws_are_reproducible():
+K = 40  # draws in the batching tests; batch sizes 1, 7, 17 and K
+
+
+@pytest.mark.parametrize("coarse", [False, True])
+def test_a_draw_does_not_depend_on_how_draws_are_batched(coarse, monkeypatch):
+    """Draw j is the same lattice made alone, in batches of 7 or 17, or with all K (coarse keys: most rows
+    of every draw also go through the redraw loop, several draws at once)."""
+    if coarse:
+        coarse_keys(monkeypatch)
+    X, valid = iid((3, 20, 5), 0.3, 9)
+    valid[1, 15:] = False  # a padded layout
+    X &= valid[:, :, None]
+    for null in nulls.NULLS:
+        opts = {"trades": 4} if null == "n3" else {}
+        whole = nulls.draws(X, valid, null, K, seed=3, **opts)
+        assert len({d.tobytes() for d in whole}) == K  # K different draws
+        for size in (1, 7, 17):
+            parts = [nulls.draws(X, valid, null, min(size, K - i), seed=3, start=i, **opts) for i in range(0, K, size)]
+            assert np.array_equal(np.concatenate(parts), whole), (null, size)
+
+
+def test_null_branching_does_not_depend_on_the_chunk_size():
     X, valid = iid((3, 20, 5), 0.3, 8)
-    a = nulls.null_branching(X, valid, k=10, seed=1, chunk=3)  # chunks 3, 3, 3, 1
-    assert same(a, nulls.null_branching(X, valid, k=10, seed=1, chunk=3))
-    assert all(math.isfinite(a[null][d]["mean"]) for null in nulls.NULLS for d in nulls.DIRECTIONS)
+    ref = nulls.null_branching(X, valid, null_draws=K, seed=1, chunk=K, trades=4)
+    assert all(math.isfinite(ref[null][d]["mean"]) for null in nulls.NULLS for d in nulls.DIRECTIONS)
+    for chunk in (1, 7, 17, None):
+        assert same(nulls.null_branching(X, valid, null_draws=K, seed=1, chunk=chunk, trades=4), ref), chunk
+
+
+def test_the_n1_z_of_gstar_equals_null_branchings_at_a_real_lattice_shape():
+    """128 sequences x 256 tokens x 30 layers with 200 draws: null_branching splits them into chunks
+    (about 17 draws), gstar.sequence_parts draws all 200 at once; both must give the same N1 z."""
+    rng = np.random.default_rng(0)
+    valid = np.ones((128, 256), bool)
+    valid[:, 0] = False
+    counts = (rng.random((128, 256, 30)) < 0.05) * valid[:, :, None]
+    X = av.occupancy(counts, valid)
+    assert nulls._chunk_size(200, X.size, None) < 200
+    nb = nulls.null_branching(X, valid, ("n1",), null_draws=200, seed=0)
+    parts = gstar.sequence_parts(counts, valid, "von_neumann", 200, 0)
+    z = gstar.criteria(parts, np.ones((1, len(counts))))["z_tot_n1"][0]
+    assert z == pytest.approx(nb["n1"]["tot"]["z"], rel=1e-9)
 
 
 # ----------------------------------------------------------------------------- bad and degenerate input
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda X, v: nulls.null_branching(X, v, nulls=("n4",)), "unknown null 'n4'"),
-    (lambda X, v: nulls.null_draws(X, v, "shuffle", 2, np.random.default_rng()), "unknown null 'shuffle'"),
-    (lambda X, v: nulls.null_branching(X, v, k=0), "k must be a positive integer"),
-    (lambda X, v: nulls.null_draws(X, v, "n1", True, np.random.default_rng()), "k must be a positive integer"),
-    (lambda X, v: nulls.null_branching(X, v, chunk=0), "chunk must be a positive integer"),
-    (lambda X, v: nulls.null_branching(X[0], v), r"3-D \[N, T, L\]"),
-    (lambda X, v: nulls.null_branching(X, v[:, 1:]), "valid has shape"),
-    (lambda X, v: nulls.null_branching(X, v[0]), "valid has shape"),
-    (lambda X, v: nulls.null_draws(X, v, "n1", 2, np.random.default_rng(), trades=3), "takes no option"),
-    (lambda X, v: nulls.null_draws(X, v, "n3", 2, np.random.default_rng(), trades=-1), "trades must be"),
+    (lambda X, v: nulls.null_branching(X, v, nulls=("n4",), null_draws=2, seed=0), "unknown null 'n4'"),
+    (lambda X, v: nulls.draws(X, v, "shuffle", 2, seed=0), "unknown null 'shuffle'"),
+    (lambda X, v: nulls.null_branching(X, v, null_draws=0, seed=0), "null_draws must be a positive integer"),
+    (lambda X, v: nulls.draws(X, v, "n1", True, seed=0), "k must be a positive integer"),
+    (lambda X, v: nulls.draws(X, v, "n1", 2, seed=0, start=-1), "start must be a non-negative integer"),
+    (lambda X, v: nulls.draws(X, v, "n1", 2, seed=-1), "seed must be a non-negative integer"),
+    (lambda X, v: nulls.null_branching(X, v, null_draws=2, seed=None), "seed must be a non-negative integer"),
+    (lambda X, v: nulls.null_branching(X, v, null_draws=2, seed=0, chunk=0), "chunk must be a positive integer"),
+    (lambda X, v: nulls.null_branching(X[0], v, null_draws=2, seed=0), r"3-D \[N, T, L\]"),
+    (lambda X, v: nulls.null_branching(X, v[:, 1:], null_draws=2, seed=0), "valid has shape"),
+    (lambda X, v: nulls.null_branching(X, v[0], null_draws=2, seed=0), "valid has shape"),
+    (lambda X, v: nulls.draws(X, v, "n1", 2, seed=0, trades=3), "option of n3 only"),
+    (lambda X, v: nulls.draws(X, v, "n3", 2, seed=0, trades=-1), "trades must be"),
     (lambda X, v: nulls.branching_batch(X), r"4-D \[K, N, T, L\]"),
 ])
 def test_bad_input_raises_a_clear_value_error(call, message):
@@ -347,13 +399,23 @@ def test_bad_input_raises_a_clear_value_error(call, message):
         call(X, valid)
 
 
+def test_draws_and_seed_have_no_default():
+    X, valid = iid((2, 6, 3), 0.5, 0)
+    with pytest.raises(TypeError, match="null_draws"):
+        nulls.null_branching(X, valid, seed=0)
+    with pytest.raises(TypeError, match="seed"):
+        nulls.null_branching(X, valid, null_draws=2)
+    with pytest.raises(TypeError, match="seed"):
+        nulls.draws(X, valid, "n1", 2)
+
+
 def test_events_at_invalid_sites_are_rejected():
     X, valid = iid((2, 6, 3), 0.5, 0)
     X[1, 0, 2] = True  # token 0 is invalid
     with pytest.raises(ValueError, match="events at invalid token sites"):
-        nulls.null_branching(X, valid)
+        nulls.null_branching(X, valid, null_draws=2, seed=0)
     with pytest.raises(ValueError, match="events at invalid token sites"):
-        nulls.null_draws(X, valid, "n2", 2, np.random.default_rng())
+        nulls.draws(X, valid, "n2", 2, seed=0)
 
 
 @pytest.mark.parametrize("shape, valid", [
@@ -365,7 +427,7 @@ def test_events_at_invalid_sites_are_rejected():
 def test_empty_lattice_gives_nan_without_warnings(shape, valid):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        result = nulls.null_branching(np.zeros(shape, bool), valid, k=5)
+        result = nulls.null_branching(np.zeros(shape, bool), valid, null_draws=5, seed=0)
     assert all(math.isnan(v) for v in result["observed"].values())
     assert all(math.isnan(v) for null in nulls.NULLS for s in result[null].values() for v in s.values())
 
@@ -376,10 +438,10 @@ def test_degenerate_rows_are_left_as_they_are():
     valid[0, 2] = True
     X = np.zeros((1, 4, 2), bool)
     X[0, 2, 1] = True
-    assert (nulls.null_draws(X, valid, "n2", 3, np.random.default_rng()) == X).all()
+    assert (nulls.draws(X, valid, "n2", 3, seed=0) == X).all()
     X1 = np.zeros((1, 5, 1), bool)
     X1[0, [1, 2], 0] = True
-    assert (nulls.null_draws(X1, None, "n3", 3, np.random.default_rng()) == X1).all()
+    assert (nulls.draws(X1, None, "n3", 3, seed=0) == X1).all()
 
 
 # ----------------------------------------------------------------------------- flat_rows
@@ -387,7 +449,7 @@ def test_degenerate_rows_are_left_as_they_are():
 
 def test_flat_rows_columns_and_values():
     X, valid = iid((2, 10, 4), 0.4, 3)
-    result = nulls.null_branching(X, valid, nulls=("n1", "n3"), k=8, seed=0)
+    result = nulls.null_branching(X, valid, nulls=("n1", "n3"), null_draws=8, seed=0)
     row = nulls.flat_rows(result)
     expected = [name for d in nulls.DIRECTIONS for null in nulls.NULLS for name in (
         f"{null}_b_{d}_mean", f"{null}_b_{d}_lo", f"{null}_b_{d}_hi", f"delta_b_{d}_{null}", f"z_{d}_{null}")]

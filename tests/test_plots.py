@@ -31,3 +31,11 @@ def test_null_bands_draw_each_nulls_interval():
     band = fig.data[0]
     np.testing.assert_allclose(band.y, [0.3, 0.4, 0.2, 0.1])  # hi forward, lo backward
     np.testing.assert_allclose(fig.data[-1].y, [1.0, 1.1])
+
+
+def test_lattice_hover_shows_token_text_not_numpy_reprs():
+    counts = np.array([[0, 2], [1, 0]])
+    text = np.array(["·during", "⏎"])  # numpy strings, as a GainStack's token_text holds them
+    hover = plots.lattice_hover(counts, text, labels=np.array([[0, 1], [2, 0]]))
+    assert hover[1][0] == "t=0 '·during'<br>layer 1<br>spikes 2<br>avalanche 1"
+    assert not any("np.str_" in cell for row in hover for cell in row)

@@ -107,8 +107,101 @@ def test_arc_questions_with_three_or_five_choices_are_scored(smol_tokenizer, wid
         want = [naive_loglik(wide_tiny_llama, p.context, c) for c in p.continuations]
         np.testing.assert_allclose(row.loglik, want, atol=1e-4)
         assert row.pred == int(np.argmax(want)) and row.correct == (row.pred == q.answer)
-        norm = np.asarray(want) / np.array([len(" " + c) for c in q.choices])
+        norm = np.asarray(want) / np.array([len(c) for c in q.choices])
         assert row.pred_norm == int(np.argmax(norm))
+
+
+def test_acc_norm_divides_by_the_choice_text_without_the_leading_space(smol_tokenizer):
+    # lm-evaluation-harness: completion_len = len(choice) for choice in doc_to_choice (the " " is the
+    # target delimiter). Sums -3.0, -5.5: per character -1.5 < -1.375 picks choice 1; counting the
+    # space (-1.0 > -1.1) would pick choice 0
+    q = data.ArcQuestion("ARC-Easy", "t", "Which?", ("A", "B"), ("ab", "abcd"), 1)
+    prompts, chars = scoring.arc_prompts(smol_tokenizer, [q])
+    assert chars.tolist() == [2, 4]
+    assert [smol_tokenizer.decode(list(c)) for c in prompts[0].continuations] == [" ab", " abcd"]
+    assert scoring.choose([-3.0, -5.5], chars) == (0, 1)
+    assert scoring.choose([-3.0, -5.5], [3, 5]) == (0, 0)  # the old, space-counting rule
+
+
+def test_pred_norm_recomputes_from_loglik_and_choice_texts(smol_tokenizer, wide_tiny_llama):
+    arc = data.load_arc()
+    qs = arc[:6] + [q for q in arc if q.subset == "ARC-Challenge"][:6]
+    df = scoring.score_arc(wide_tiny_llama, smol_tokenizer, qs, batch_size=4)
+    for q, row in zip(qs, df.itertuples()):
+        assert (row.subset, row.id) == (q.subset, q.id)
+        ll = np.asarray(row.loglik)
+        assert row.pred_norm == int(np.argmax(ll / np.array([len(c) for c in q.choices], dtype=float)))
+        assert row.correct_norm == (row.pred_norm == q.answer)
+
+
+# --------------------------------------------------------------------------------------------------
+# sliding-window attention: cached scoring must not depend on padding
+
+
+def long_prompts(rng, n=8, vocab=100):
+    """The audit's setting: contexts of 20-30 tokens (past tiny-gemma3's window of 16), 2-4 continuations."""
+    def seq(lo, hi):
+        return tuple(int(x) for x in rng.integers(3, vocab, rng.integers(lo, hi)))
+    return [scoring.Prompt(seq(20, 31), tuple(seq(1, 6) for _ in range(rng.integers(2, 5)))) for _ in range(n)]
+
+
+def test_attention_window_per_family():
+    from transformers import Gemma3TextConfig, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
+
+    assert scoring.attention_window(load_model("tiny-gemma3").model.config) == 16
+    # Gemma-3-270m: 18 layers, five sliding (512) per full one
+    assert scoring.attention_window(Gemma3TextConfig(num_hidden_layers=18, sliding_window=512)) == 512
+    assert scoring.attention_window(LlamaConfig()) is None
+    assert scoring.attention_window(GPT2Config()) is None
+    assert scoring.attention_window(MistralConfig(sliding_window=None)) is None
+    assert scoring.attention_window(MistralConfig(sliding_window=32)) == 32
+    assert scoring.attention_window(Qwen2Config(sliding_window=32)) is None  # use_sliding_window=False
+    assert scoring.attention_window(Qwen2Config(sliding_window=32, use_sliding_window=True,
+                                                num_hidden_layers=4, max_window_layers=2)) == 32
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_sliding_window_scoring_equals_one_full_forward_per_continuation(batch_size):
+    model = load_model("tiny-gemma3").model
+    assert model.config.sliding_window == 16
+    prompts = long_prompts(np.random.default_rng(0))
+    got = scoring.continuation_loglik(model, prompts, batch_size=batch_size)
+    want = [naive_loglik(model, p.context, c) for p in prompts for c in p.continuations]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_cache_is_used_up_to_the_window_and_would_be_wrong_past_it():
+    # contexts of C and 4 tokens (padded to C), continuations of up to 5 (M = 4 inputs): C + M = 16 is
+    # the longest cached batch on a window of 16; forcing the cache at C + M = 17 evicts/masks real
+    # tokens of the short context, which is what the full-sequence path avoids
+    model = load_model("tiny-gemma3").model
+    rng = np.random.default_rng(4)
+    conts = ((5, 6, 7, 8, 9), (10, 11))
+    for C, cached in ((12, True), (13, False)):
+        chunk = [scoring.Prompt(tuple(int(x) for x in rng.integers(3, 100, n)), conts) for n in (C, 4)]
+        assert scoring._cache_is_exact([C, 4], 4, 16) is cached
+        want = [naive_loglik(model, p.context, c) for p in chunk for c in p.continuations]
+        with torch.no_grad():
+            got = [float(x.double().sum()) for x in scoring._batch_loglik(model, chunk, "cpu", 16)]
+            forced = [float(x.double().sum()) for x in scoring._batch_loglik(model, chunk, "cpu", None)]
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        assert np.allclose(forced, want, atol=1e-5) is cached
+
+
+def test_edits_act_on_the_full_sequence_pass_as_on_one_full_forward():
+    """Past the window, edits (which skip cached passes) still act on every scored sequence."""
+    from avalanche_nb import interventions as iv
+
+    model = load_model("tiny-gemma3").model
+    prompts = long_prompts(np.random.default_rng(5), n=4)
+    # sites near the end of the shortest context (20 tokens), which the scored tokens' windows reach
+    with iv.edit_sites(model, [0, 1], [3, 12, 19], [0, 5, 7], "zero"):
+        got = scoring.continuation_loglik(model, prompts, batch_size=4, g=1.3)
+        with hooks.gain(model, 1.3):
+            want = [naive_loglik(model, p.context, c) for p in prompts for c in p.continuations]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert not np.allclose(scoring.continuation_loglik(model, prompts, batch_size=4, g=1.3), got, atol=1e-4)
+    assert hooks.hook_count(model) == 0
 
 
 def test_arc_sweep_scores_the_grid_everywhere_and_everything_at_full_gains(smol_tokenizer, wide_tiny_llama):

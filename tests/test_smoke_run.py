@@ -179,12 +179,18 @@ def test_gstar_contract_and_a_only_evidence(run_dir):
 
     g = json.loads((run_dir / "04_gstar" / "gstar.json").read_text())
     assert g["rule"] == "chi_perc_max" and set(g["picks"]) == set(gstar.RULES)
-    assert g["gstar"] == g["picks"]["chi_perc_max"] and g["gstar"] in (0.8, 1.0, 1.2)
+    assert g["gstar"] == g["picks"]["chi_perc_max"] and 0.6 - 1e-9 <= g["gstar"] <= 1.4 + 1e-9  # smoke gstar_limits
     ev = pd.DataFrame(g["evidence"])
     assert gstar.picks(ev) == g["picks"]  # the picks follow from the recorded evidence alone
+    assert gstar.at_edge(ev, g["picks"]) == g["at_edge"]
+    # the grid, then every added gain one step (0.2) further out on the side of an edge pick
+    assert g["grid"] == [0.8, 1.0, 1.2] and sorted(ev.g) == sorted(g["grid"] + g["added_gains"])
+    assert all(x < 0.8 for x in g["added_gains"]) or all(x > 1.2 for x in g["added_gains"])
+    assert g["outcome"] == ("limit" if g["at_edge"]["chi_perc_max"] else "interior")
     sweep = pd.read_parquet(run_dir / "03_gain_sweep" / "sweep.parquet")
     main = sweep[(sweep.ablation == "all") & (sweep.spike_def == "pos") & (sweep.threshold_mode == "rate_matched")]
-    np.testing.assert_allclose(ev.chi_perc, main.sort_values("g").chi_perc)
+    on_grid = ev[ev.g.isin(g["grid"])].sort_values("g")
+    np.testing.assert_allclose(on_grid.chi_perc, main.sort_values("g").chi_perc)
     # written before anything of Dataset B or ARC
     out = run_dir / "04_gstar"
     assert (out / "gstar.json").stat().st_mtime <= min((out / f).stat().st_mtime for f in
@@ -198,7 +204,8 @@ def test_transfer_perplexity_matches_a_direct_computation(run_dir, smol):
     from avalanche_nb.data import build_slice
 
     tr = pd.read_parquet(run_dir / "04_gstar" / "transfer.parquet")
-    assert tr.g.tolist() == [0.8, 1.0, 1.2] and tr.is_gstar.sum() == 1
+    g_star = json.loads((run_dir / "04_gstar" / "gstar.json").read_text())["gstar"]
+    assert tr.g.tolist() == sorted({0.8, 1.0, 1.2, g_star}) and tr.is_gstar.sum() == 1
     assert tr.loc[tr.g == 1.0, "b_b_tot"].notna().all() and tr.loc[tr.is_gstar, "b_b_tot"].notna().all()
     tokens = torch.tensor(build_slice(smol.tokenizer, "sciq", 2, 48, seed=0).tokens)
     with torch.no_grad():
@@ -216,8 +223,15 @@ def test_arc_rows_match_an_independent_scorer(run_dir, smol):
     arc = pd.read_parquet(run_dir / "04_gstar" / "arc.parquet")
     for c in ("subset", "id", "g", "pred", "pred_norm", "answer", "correct", "correct_norm"):
         assert c in arc.columns
-    assert arc.groupby("g").size().tolist() == [12, 12, 12]
+    g_star = json.loads((run_dir / "04_gstar" / "gstar.json").read_text())["gstar"]
+    sizes = arc.groupby("g").size()
+    assert sizes.index.tolist() == sorted({0.8, 1.0, 1.2, g_star}) and (sizes == 12).all()
     questions = {(q.subset, q.id): q for q in load_arc(limit=6, seed=0)}
+    # acc_norm is lm-evaluation-harness's rule at every gain: the choice text's length, no delimiter
+    for row in arc.itertuples():
+        q = questions[(row.subset, row.id)]
+        assert row.pred_norm == int(np.argmax(np.asarray(row.loglik) / [len(c) for c in q.choices]))
+        assert row.correct_norm == (row.pred_norm == q.answer)
     tok = smol.tokenizer
     for row in arc[arc.g == 1.0].itertuples():
         q = questions[(row.subset, row.id)]
@@ -233,7 +247,7 @@ def test_arc_rows_match_an_independent_scorer(run_dir, smol):
             ll.append(sum(float(lp[len(ctx) - 1 + k, t]) for k, t in enumerate(cont)))
         np.testing.assert_allclose(row.loglik, ll, atol=2e-3)
         assert row.pred == int(np.argmax(ll)) and row.answer == q.answer
-        assert row.pred_norm == int(np.argmax(np.array(ll) / [len(" " + c) for c in q.choices]))
+        assert row.pred_norm == int(np.argmax(np.array(ll) / [len(c) for c in q.choices]))
 
 
 def test_replication_contract(run_dir):
@@ -241,7 +255,8 @@ def test_replication_contract(run_dir):
     assert rep["models"] == ["smollm2-135m-instruct", "gemma3-270m"] and rep["failures"] == {}
     assert rep["relation"] == "cross-family"
     curves = pd.read_parquet(run_dir / "05_replication" / "replication.parquet")
-    assert curves.groupby("model").size().to_dict() == {"smollm2-135m-instruct": 3, "gemma3-270m": 3}
+    picks = {m: g for m, g in zip(rep["models"], [rep["side_by_side"][m]["g*"] for m in rep["models"]])}
+    assert curves.groupby("model").size().to_dict() == {m: 3 + (g not in (0.8, 1.0, 1.2)) for m, g in picks.items()}
     assert curves.groupby("model").is_gstar.sum().tolist() == [1, 1]
     assert curves[["b_tot", "perplexity_b", "arc_acc"]].notna().all().all()
     main = curves[curves.model == "smollm2-135m-instruct"].reset_index(drop=True)

@@ -4,6 +4,7 @@ Every test is seeded. The slow reference (one ``powerlaw.Fit`` per data set) is 
 cases; the statistical checks use sample sizes where a correct estimator passes by a wide margin.
 """
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -13,7 +14,7 @@ from scipy.special import zeta
 
 from avalanche_nb import tails
 
-ALPHA_RANGE = tails.DEFAULT_ALPHA_RANGE
+ALPHA_RANGE = (1.01, 6.0)  # the params default
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -36,28 +37,19 @@ def reference_fit(x: np.ndarray, alpha_range=ALPHA_RANGE, xmin=None) -> tuple[fl
     return float(fit.alpha), float(fit.xmin), float(fit.D)
 
 
-def xmin_window(x: np.ndarray, xmin_max: float) -> tuple[float, float]:
-    """powerlaw's ``xmin=(lo, hi)`` that keeps the candidates ``<= xmin_max``.
+def xmin_window(x: np.ndarray, xmin_min: float | None, xmin_max: float | None) -> tuple[float, float] | None:
+    """powerlaw's ``xmin=(lo, hi)`` that keeps the candidates in ``[xmin_min, xmin_max]``.
 
     Written out here rather than taken from ``tails``: powerlaw takes the distinct values in
-    ``[lo, hi)`` and drops the largest, so ``hi`` is the second distinct value above xmin_max.
+    ``[lo, hi)`` and drops the largest, so ``lo`` is xmin_min itself and ``hi`` the second
+    distinct value above xmin_max (the largest value when there is no upper bound).
     """
+    if xmin_min is None and xmin_max is None:
+        return None
     u = np.unique(x)
-    above = u[u > xmin_max]
-    return float(u[0]), float(above[1])
-
-
-def branching_counts(seed: int, m: float, drive: float, n_trials: int, t_len: int,
-                     burn: int = 100) -> np.ndarray:
-    """[n_trials, t_len] activity of a driven branching process, ``A_t+1 ~ Poisson(m A_t + h)``."""
-    rng = np.random.default_rng(seed)
-    a = rng.poisson(drive / (1 - m), n_trials)  # start near the stationary mean
-    out = np.empty((n_trials, t_len))
-    for t in range(burn + t_len):
-        a = rng.poisson(m * a + drive)
-        if t >= burn:
-            out[:, t - burn] = a
-    return out
+    lo = u[0] if xmin_min is None else xmin_min
+    hi = u[-1] if xmin_max is None else u[u > xmin_max][1]
+    return float(lo), float(hi)
 
 
 # ----------------------------------------------------------------------------- sampler, fit
@@ -85,8 +77,32 @@ def test_sampler_caps_at_kmax():
     assert abs(np.mean(x == 1000) - p_cap) < 4 * np.sqrt(p_cap * (1 - p_cap) / 5000)
 
 
+@pytest.mark.parametrize("alpha, xmin, size, kmax, match", [
+    (1.0, 1, 10, 1e12, "alpha"),  # zeta(1, xmin) diverges: the first guess divided by zero
+    (0.8, 1, 10, 1e12, "alpha"),  # every draw landed on the cap
+    (np.nan, 1, 10, 1e12, "alpha"),
+    (2.5, 2.5, 10, 1e12, "xmin"),  # draws below xmin came back
+    (2.5, 0, 10, 1e12, "xmin"),
+    (2.5, np.inf, 10, 1e12, "xmin"),
+    (2.5, 5, -1, 1e12, "size"),
+    (2.5, 5, 2.5, 1e12, "size"),
+    (2.5, 5, 10, 4, "kmax"),
+])
+def test_sampler_rejects_bad_arguments(alpha, xmin, size, kmax, match):
+    with pytest.raises(ValueError, match=match):
+        tails.sample_discrete_power_law(np.random.default_rng(0), alpha, xmin, size, kmax)
+
+
+def test_sampler_takes_a_whole_float_xmin():
+    as_int = tails.sample_discrete_power_law(np.random.default_rng(0), 2.5, 5, 500)
+    np.testing.assert_array_equal(tails.sample_discrete_power_law(np.random.default_rng(0), 2.5, 5.0, 500),
+                                  as_int)
+    assert as_int.min() >= 5
+    assert tails.sample_discrete_power_law(np.random.default_rng(0), 2.5, 5, 0).shape == (0,)
+
+
 def test_fit_power_law_recovers_alpha():
-    out = tails.fit_power_law(power_law(2, 2.5, 1, 10_000))
+    out = tails.fit_power_law(power_law(2, 2.5, 1, 10_000), alpha_range=ALPHA_RANGE)
     assert out["reason"] is None
     assert abs(out["alpha"] - 2.5) < 0.05
     assert out["xmin"] <= 3 and out["n_tail"] > 5000
@@ -95,9 +111,17 @@ def test_fit_power_law_recovers_alpha():
 def test_fit_power_law_drops_non_finite_and_non_positive_sizes():
     x = power_law(3, 2.5, 1, 2000).astype(float)
     dirty = np.r_[x, [np.nan, np.inf, 0.0, -4.0]]
-    assert tails.fit_power_law(dirty) == tails.fit_power_law(x)
-    with pytest.raises(ValueError, match="integers"):
-        tails.fit_power_law(np.r_[x, 2.5])
+    fit = lambda v: tails.fit_power_law(v, alpha_range=ALPHA_RANGE)
+    assert fit(dirty) == fit(x)
+
+
+def test_non_whole_sizes_give_nan_and_a_reason():
+    x = np.r_[power_law(3, 2.5, 1, 2000), 2.5]
+    out = tails.fit_power_law(x, alpha_range=ALPHA_RANGE)
+    assert np.isnan(out["alpha"]) and "whole numbers" in out["reason"]
+    one = tails.fit_tail(x, alpha_range=ALPHA_RANGE, gof_draws=5, seed=0)
+    assert np.isnan(one.alpha) and one.xmin is None and "whole numbers" in one.reasons["alpha"]
+    assert "whole numbers" in one.reasons["p_value"]
 
 
 def test_fit_power_law_flags_the_fallback_when_every_fit_is_at_the_range_edge():
@@ -112,47 +136,53 @@ def test_fit_power_law_flags_the_fallback_when_every_fit_is_at_the_range_edge():
 def _replica_cases():
     rng = np.random.default_rng(10)
     mixed = np.r_[rng.integers(1, 30, 400), power_law(11, 2.7, 30, 400)]
-    return {
-        "power law": (power_law(12, 2.5, 1, 1500), ALPHA_RANGE, None),
-        "shallow power law": (power_law(13, 1.5, 1, 800), ALPHA_RANGE, None),
-        "lognormal integers": (np.ceil(rng.lognormal(1.0, 1.2, 1000)), ALPHA_RANGE, None),
-        "exponential integers": (discrete_exponential(14, 5.0, 1000), ALPHA_RANGE, None),
-        "xmin >= 10, direct CSN estimate": (power_law(15, 2.2, 10, 800), ALPHA_RANGE, None),
-        "xmin >= 10, steep (Nelder-Mead)": (power_law(16, 4.0, 12, 800), ALPHA_RANGE, None),
-        "xmin_max": (mixed, ALPHA_RANGE, 20.0),
-        "narrow range": (mixed, (1.5, 3.5), None),
-        "all fits at the edge": (power_law(17, 3.5, 1, 600), (1.01, 2.0), None),
+    pl, expo = power_law(12, 2.5, 1, 1500), discrete_exponential(14, 5.0, 1000)
+    return {  # data, alpha_range, xmin_min, xmin_max
+        "power law": (pl, ALPHA_RANGE, None, None),
+        "shallow power law": (power_law(13, 1.5, 1, 800), ALPHA_RANGE, None, None),
+        "lognormal integers": (np.ceil(rng.lognormal(1.0, 1.2, 1000)), ALPHA_RANGE, None, None),
+        "exponential integers": (expo, ALPHA_RANGE, None, None),
+        "xmin >= 10, direct CSN estimate": (power_law(15, 2.2, 10, 800), ALPHA_RANGE, None, None),
+        "xmin >= 10, steep (Nelder-Mead)": (power_law(16, 4.0, 12, 800), ALPHA_RANGE, None, None),
+        "xmin_max": (mixed, ALPHA_RANGE, None, 20.0),
+        "xmin_min": (pl, ALPHA_RANGE, 4.5, None),  # between data values on purpose
+        "xmin_min and xmin_max": (expo, ALPHA_RANGE, 8.5, 12.0),
+        "narrow range": (mixed, (1.5, 3.5), None, None),
+        "all fits at the edge": (power_law(17, 3.5, 1, 600), (1.01, 2.0), None, None),
     }
 
 
 @pytest.mark.parametrize("name", list(_replica_cases()))
 def test_fast_discrete_fit_equals_powerlaw_fit(name):
-    x, alpha_range, xmin_max = _replica_cases()[name]
-    window = None if xmin_max is None else xmin_window(x, xmin_max)
-    alpha, xmin, d = reference_fit(x, alpha_range, window)
-    fast = tails.fast_discrete_fit(x, alpha_range, xmin_max)
+    x, alpha_range, xmin_min, xmin_max = _replica_cases()[name]
+    alpha, xmin, d = reference_fit(x, alpha_range, xmin_window(x, xmin_min, xmin_max))
+    fast = tails.fast_discrete_fit(x, alpha_range=alpha_range, xmin_min=xmin_min, xmin_max=xmin_max)
     assert fast["xmin"] == xmin
     assert fast["alpha"] == pytest.approx(alpha, rel=1e-9, abs=0)
     assert fast["ks"] == pytest.approx(d, rel=1e-9, abs=0)
     assert fast["n_tail"] == np.sum(x >= xmin)
-    if xmin_max is not None:
-        assert xmin <= xmin_max
+    assert (xmin_max is None or xmin <= xmin_max) and (xmin_min is None or xmin >= xmin_min)
 
 
 def test_replica_cases_reach_the_branches_they_name():
     cases = _replica_cases()
-    x, _, _ = cases["xmin >= 10, direct CSN estimate"]
-    fit = tails.fast_discrete_fit(x)
+    x, _, _, _ = cases["xmin >= 10, direct CSN estimate"]
+    fit = tails.fast_discrete_fit(x, alpha_range=ALPHA_RANGE)
     tail = x[x >= fit["xmin"]]
     assert fit["xmin"] >= 10
     assert fit["alpha"] == pytest.approx(1 + tail.size / np.sum(np.log(tail / (fit["xmin"] - 0.5))),
                                          rel=1e-12)  # CSN eq. 3.7, no numerical fit
-    x, _, _ = cases["xmin >= 10, steep (Nelder-Mead)"]
-    fit = tails.fast_discrete_fit(x)
+    x, _, _, _ = cases["xmin >= 10, steep (Nelder-Mead)"]
+    fit = tails.fast_discrete_fit(x, alpha_range=ALPHA_RANGE)
     assert fit["xmin"] >= 10 and fit["alpha"] > 3
-    x, _, xmin_max = cases["xmin_max"]
-    assert tails.fast_discrete_fit(x)["xmin"] > xmin_max  # the restriction binds
-    x, alpha_range, _ = cases["all fits at the edge"]
+    x, _, _, xmin_max = cases["xmin_max"]
+    assert tails.fast_discrete_fit(x, alpha_range=ALPHA_RANGE)["xmin"] > xmin_max  # the restriction binds
+    x, _, xmin_min, _ = cases["xmin_min"]
+    assert tails.fast_discrete_fit(x, alpha_range=ALPHA_RANGE)["xmin"] < xmin_min  # this one too
+    x, _, xmin_min, xmin_max = cases["xmin_min and xmin_max"]
+    assert tails.fast_discrete_fit(x, alpha_range=ALPHA_RANGE)["xmin"] > xmin_max  # both bind:
+    assert tails.fast_discrete_fit(x, alpha_range=ALPHA_RANGE, xmin_max=xmin_max)["xmin"] < xmin_min
+    x, alpha_range, _, _ = cases["all fits at the edge"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert powerlaw.Fit(x, discrete=True, parameter_ranges={"alpha": alpha_range},
@@ -161,23 +191,30 @@ def test_replica_cases_reach_the_branches_they_name():
 
 def test_fast_discrete_fit_agrees_with_fit_power_law():
     x = np.ceil(np.random.default_rng(18).lognormal(1.5, 1.0, 800))
-    slow, fast = tails.fit_power_law(x, xmin_max=8), tails.fast_discrete_fit(x, xmin_max=8)
+    slow = tails.fit_power_law(x, alpha_range=ALPHA_RANGE, xmin_max=8)
+    fast = tails.fast_discrete_fit(x, alpha_range=ALPHA_RANGE, xmin_max=8)
     assert fast == {k: slow[k] for k in fast}
 
 
 # ----------------------------------------------------------------------------- bootstrap p-value
 
 
-@pytest.mark.parametrize("x, xmin_max", [
-    (power_law(20, 2.2, 1, 300), None),
+@pytest.mark.parametrize("x, xmin_min, xmin_max", [
+    (power_law(20, 2.2, 1, 300), None, None),
     # body below xmin is resampled, xmin restricted: the other branches of the synthetic sets
-    (np.r_[np.random.default_rng(21).integers(1, 8, 150), power_law(22, 2.5, 8, 250)], 12.0),
+    (np.r_[np.random.default_rng(21).integers(1, 8, 150), power_law(22, 2.5, 8, 250)], None, 12.0),
+    (np.r_[np.random.default_rng(21).integers(1, 8, 150), power_law(22, 2.5, 8, 250)], 3.0, 12.0),
 ])
-def test_gof_pvalue_equals_the_naive_loop(x, xmin_max):
-    fast = tails.gof_pvalue(x, n_boot=20, seed=5, xmin_max=xmin_max)
-    assert fast == tails.naive_gof_pvalue(x, n_boot=20, seed=5, xmin_max=xmin_max)
-    assert fast == tails.gof_pvalue(x, n_boot=20, seed=5, xmin_max=xmin_max, batch=3)
-    assert 0 < fast < 1  # a p-value of 0 or 1 would make the equality trivial
+def test_gof_pvalue_equals_the_naive_loop(x, xmin_min, xmin_max):
+    kw = dict(gof_draws=20, seed=5, alpha_range=ALPHA_RANGE, xmin_min=xmin_min, xmin_max=xmin_max)
+    fast, naive = tails.gof_pvalue(x, **kw), tails.naive_gof_pvalue(x, **kw)
+    assert fast["p_value"] == naive["p_value"]
+    assert fast == tails.gof_pvalue(x, **kw, batch=3)
+    assert 0 < fast["p_value"] < 1  # a p-value of 0 or 1 would make the equality trivial
+    # the fit each p-value tests: replica and powerlaw agree
+    assert fast["xmin"] == naive["xmin"] and fast["n_tail"] == naive["n_tail"]
+    assert fast["alpha"] == pytest.approx(naive["alpha"], rel=1e-9)
+    assert fast["ks"] == pytest.approx(naive["ks"], rel=1e-9)
 
 
 def test_synthetic_sets_are_the_csn_semi_parametric_bootstrap():
@@ -199,8 +236,8 @@ def test_synthetic_sets_are_the_csn_semi_parametric_bootstrap():
 
 def test_gof_pvalue_is_roughly_uniform_on_power_law_data():
     # under the null p is about uniform: 20 sets give P(p > 0.1) ~ 0.9 each
-    ps = np.array([tails.gof_pvalue(power_law(100 + s, 2.5, 1, 500), n_boot=100, seed=s)
-                   for s in range(20)])
+    ps = np.array([tails.gof_pvalue(power_law(100 + s, 2.5, 1, 500), gof_draws=100, seed=s,
+                                    alpha_range=ALPHA_RANGE)["p_value"] for s in range(20)])
     assert np.sum(ps > 0.1) >= 15, ps
     assert 0.3 < ps.mean() < 0.7, ps
 
@@ -208,16 +245,135 @@ def test_gof_pvalue_is_roughly_uniform_on_power_law_data():
 def test_gof_pvalue_rejects_discretised_exponential_data():
     # xmin is kept in the body: with a free xmin the KS search walks out to a short tail
     # (tens of points) where an exponential is indistinguishable from a steep power law
-    ps = [tails.gof_pvalue(discrete_exponential(200 + s, 10.0, 500), n_boot=50, seed=s,
-                           xmin_max=5) for s in range(5)]
+    ps = [tails.gof_pvalue(discrete_exponential(200 + s, 10.0, 500), gof_draws=50, seed=s,
+                           alpha_range=ALPHA_RANGE, xmin_max=5)["p_value"] for s in range(5)]
     assert max(ps) < 0.05, ps
 
 
 def test_likelihood_ratio_sign():
-    pl = tails.fit_power_law(power_law(30, 2.5, 1, 2000))
+    pl = tails.fit_power_law(power_law(30, 2.5, 1, 2000), alpha_range=ALPHA_RANGE)
     assert pl["lr_exponential"] > 0 and pl["p_exponential"] < 0.01
-    ex = tails.fit_power_law(discrete_exponential(31, 10.0, 2000), xmin_max=5)
+    ex = tails.fit_power_law(discrete_exponential(31, 10.0, 2000), alpha_range=ALPHA_RANGE, xmin_max=5)
     assert ex["lr_exponential"] < 0 and ex["p_exponential"] < 0.01
+
+
+# ----------------------------------------------------------------------------- the one call
+
+
+def test_fit_tail_is_the_fit_plus_the_pvalue_with_the_same_settings():
+    x = power_law(80, 2.5, 1, 1000)
+    one = tails.fit_tail(x, alpha_range=ALPHA_RANGE, gof_draws=30, seed=4)
+    fit = tails.fit_power_law(x, alpha_range=ALPHA_RANGE)
+    gof = tails.gof_pvalue(x, gof_draws=30, seed=4, alpha_range=ALPHA_RANGE)
+    for k in tails.FIT_KEYS:
+        assert getattr(one, k) == fit[k], k
+    assert one.p_value == gof["p_value"] and 0 < one.p_value < 1
+    assert one.reasons == {} and one.warning is None
+    assert (one.alpha_range, one.xmin_min, one.xmin_max, one.gof_draws, one.seed) == (ALPHA_RANGE, None, None, 30, 4)
+    assert one.n == x.size
+    assert list(one.row()) == list(tails.TAIL_COLUMNS)
+
+
+def test_fit_tail_xmin_and_n_tail_are_python_ints():
+    one = tails.fit_tail(power_law(81, 2.5, 1, 500), alpha_range=ALPHA_RANGE, gof_draws=0, seed=0)
+    assert type(one.xmin) is int and type(one.n_tail) is int and type(one.n) is int
+    assert all(type(getattr(one, k)) is float for k in tails.TAIL_COLUMNS if k not in ("xmin", "n_tail"))
+    assert one.row()["xmin"] == float(one.xmin) and one.row()["n_tail"] == float(one.n_tail)
+
+
+def test_fit_tail_alpha_se_by_hand():
+    # xmin >= 10 with CSN eq. 3.7 in (1.5, 3]: powerlaw takes that estimate as alpha, so the
+    # whole fit is a closed formula of the tail
+    x = power_law(15, 2.2, 10, 800)
+    one = tails.fit_tail(x, alpha_range=ALPHA_RANGE, gof_draws=0, seed=0)
+    tail = x[x >= one.xmin]
+    alpha = 1 + tail.size / np.sum(np.log(tail / (one.xmin - 0.5)))
+    assert one.n_tail == tail.size and one.xmin >= 10
+    assert one.alpha == pytest.approx(alpha, rel=1e-12)
+    assert one.alpha_se == pytest.approx((alpha - 1) / np.sqrt(tail.size), rel=1e-12)  # CSN eq. 3.2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # powerlaw's own value (sigma is deprecated)
+        pl = powerlaw.Fit(x.astype(float), discrete=True, xmin=one.xmin,
+                          parameter_ranges={"alpha": ALPHA_RANGE}, verbose=0).power_law
+    assert one.alpha_se == pytest.approx(pl.standard_err, rel=1e-12)
+
+
+def test_fit_tail_pvalue_uses_the_fits_alpha_range():
+    # uniform body below 30, alpha 2.7 tail above: a range that ends at 2.5 binds (the fit moves
+    # to xmin 28, alpha < 2.5) and holds the synthetic refits too, so a p-value computed with
+    # the default range is a different number (0.7 vs 0.175 here)
+    rng = np.random.default_rng(10)
+    x = np.r_[rng.integers(1, 30, 400), power_law(11, 2.7, 30, 400)]
+    narrow = (1.5, 2.5)
+    one = tails.fit_tail(x, alpha_range=narrow, gof_draws=40, seed=1)
+    same = tails.gof_pvalue(x, gof_draws=40, seed=1, alpha_range=narrow)
+    other = tails.gof_pvalue(x, gof_draws=40, seed=1, alpha_range=ALPHA_RANGE)
+    assert one.p_value == same["p_value"] and abs(same["p_value"] - other["p_value"]) > 0.2
+    assert one.xmin == same["xmin"] != other["xmin"]  # the p-value tested this fit
+    assert one.alpha == tails.fit_power_law(x, alpha_range=narrow)["alpha"] < 2.5
+    assert one.warning is None and one.alpha_range == narrow
+
+
+def test_fit_tail_pvalue_uses_the_fits_xmin_bounds():
+    # discretised exponential: with xmin held in the body the power law is rejected; with a free
+    # xmin the KS search walks out to a short tail where it is not (see the rejection test)
+    x = discrete_exponential(200, 10.0, 500)
+    one = tails.fit_tail(x, alpha_range=ALPHA_RANGE, gof_draws=40, seed=0, xmin_max=5)
+    free = tails.fit_tail(x, alpha_range=ALPHA_RANGE, gof_draws=40, seed=0)
+    assert one.xmin <= 5 < free.xmin
+    assert one.p_value == tails.gof_pvalue(x, gof_draws=40, seed=0, alpha_range=ALPHA_RANGE,
+                                           xmin_max=5)["p_value"]
+    assert one.p_value < 0.05 < free.p_value
+    low = tails.fit_tail(x, alpha_range=ALPHA_RANGE, gof_draws=40, seed=0, xmin_min=free.xmin + 1)
+    assert low.p_value == tails.gof_pvalue(x, gof_draws=40, seed=0, alpha_range=ALPHA_RANGE,
+                                           xmin_min=free.xmin + 1)["p_value"]
+
+
+def test_fit_tail_respects_xmin_min():
+    x = power_law(82, 2.5, 1, 3000)
+    free = tails.fit_tail(x, alpha_range=ALPHA_RANGE, gof_draws=0, seed=0)
+    bound = tails.fit_tail(x, alpha_range=ALPHA_RANGE, gof_draws=20, seed=0, xmin_min=6)
+    assert free.xmin < 6 <= bound.xmin and bound.xmin_min == 6
+    assert bound.n_tail == np.sum(x >= bound.xmin)
+    alpha, xmin, _ = reference_fit(x, ALPHA_RANGE, xmin_window(x, 6, None))
+    assert bound.xmin == xmin and bound.alpha == pytest.approx(alpha, rel=1e-12)
+    # above every candidate: no fit, and it says why
+    none = tails.fit_tail(x, alpha_range=ALPHA_RANGE, gof_draws=5, seed=0, xmin_min=x.max())
+    assert none.xmin is None and "fewer than 2 xmin candidates" in none.reasons["alpha"]
+    with pytest.raises(ValueError, match="xmin_min"):
+        tails.fit_tail(x, alpha_range=ALPHA_RANGE, gof_draws=5, seed=0, xmin_min=10, xmin_max=5)
+
+
+def test_fit_tail_skips_the_bootstrap_with_zero_draws_and_says_so():
+    x = power_law(83, 2.5, 1, 500)
+    skipped = tails.fit_tail(x, alpha_range=ALPHA_RANGE, gof_draws=0, seed=0)
+    run = tails.fit_tail(x, alpha_range=ALPHA_RANGE, gof_draws=10, seed=0)
+    assert np.isnan(skipped.p_value) and "gof_draws = 0" in skipped.reasons["p_value"]
+    assert list(skipped.reasons) == ["p_value"]
+    assert {k: v for k, v in skipped.row().items() if k != "p_value"} == \
+        {k: v for k, v in run.row().items() if k != "p_value"}
+    assert "gof_draws = 0" in tails.gof_pvalue(x, gof_draws=0, seed=0, alpha_range=ALPHA_RANGE)["reason"]
+    with pytest.raises(ValueError, match="gof_draws"):
+        tails.fit_tail(x, alpha_range=ALPHA_RANGE, gof_draws=-1, seed=0)
+
+
+def test_fit_tail_is_frozen():
+    one = tails.fit_tail(power_law(84, 2.5, 1, 200), alpha_range=ALPHA_RANGE, gof_draws=0, seed=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        one.alpha = 2.0
+    with pytest.raises(TypeError):
+        one.reasons["alpha"] = "edited"
+    assert hash(one) == hash(dataclasses.replace(one))  # hashable despite the mapping field
+
+
+def test_fit_tail_requires_the_params_arguments():
+    x = power_law(85, 2.5, 1, 200)
+    with pytest.raises(TypeError):
+        tails.fit_tail(x, gof_draws=0, seed=0)  # no alpha_range default
+    with pytest.raises(TypeError):
+        tails.fit_tail(x, ALPHA_RANGE, 0, 0)  # keyword-only
+    with pytest.raises(TypeError):
+        tails.crackling(x, x, seed=0)  # no bootstrap_draws default
 
 
 # ----------------------------------------------------------------------------- hand formulas
@@ -262,14 +418,14 @@ def test_crackling_by_hand():
     u = np.unique(d[keep])
     mean = np.array([s[keep][d[keep] == v].mean() for v in u])
     slope = np.polyfit(np.log(u), np.log(mean), 1)[0]
-    assert tails.crackling(s, d, n_boot=50)["gamma"] == pytest.approx(slope, rel=1e-12)
-    exact = tails.crackling(np.array([3.0, 4.0, 64.0]) ** 1.5, [3, 4, 64], n_boot=10)
+    assert tails.crackling(s, d, bootstrap_draws=50, seed=0)["gamma"] == pytest.approx(slope, rel=1e-12)
+    exact = tails.crackling(np.array([3.0, 4.0, 64.0]) ** 1.5, [3, 4, 64], bootstrap_draws=10, seed=0)
     assert exact["gamma"] == pytest.approx(1.5, rel=1e-12)
 
 
 def test_crackling_recovers_gamma_with_a_covering_interval():
     s, d = crackling_data(51)
-    out = tails.crackling(s, d, n_boot=500, seed=1)
+    out = tails.crackling(s, d, bootstrap_draws=500, seed=1)
     assert out["reason"] is None
     assert abs(out["gamma"] - 1.5) < 0.03  # ~4 standard errors
     assert out["gamma_lo"] < 1.5 < out["gamma_hi"]
@@ -279,7 +435,7 @@ def test_crackling_recovers_gamma_with_a_covering_interval():
 
 def test_crackling_interval_covers_about_95_percent():
     # 20 data sets: a 95% interval misses ~1; >= 16 hits fails only for real under-coverage
-    runs = [tails.crackling(*crackling_data(500 + k), n_boot=200, seed=k) for k in range(20)]
+    runs = [tails.crackling(*crackling_data(500 + k), bootstrap_draws=200, seed=k) for k in range(20)]
     hits = sum(r["gamma_lo"] < 1.5 < r["gamma_hi"] for r in runs)
     assert hits >= 16, runs
     assert abs(np.mean([r["gamma"] for r in runs]) - 1.5) < 0.006  # unbiased (SE ~0.002)
@@ -295,41 +451,14 @@ def test_crackling_interval_covers_about_95_percent():
 
 def test_crackling_uses_only_d_range_and_is_reproducible():
     s, d = crackling_data(51)
-    base = tails.crackling(s, d, n_boot=200, seed=2)
-    assert tails.crackling(s, d, n_boot=200, seed=2) == base
-    assert tails.crackling(s, d, n_boot=200, seed=3)["gamma_lo"] != base["gamma_lo"]
+    base = tails.crackling(s, d, bootstrap_draws=200, seed=2)
+    assert tails.crackling(s, d, bootstrap_draws=200, seed=2) == base
+    assert tails.crackling(s, d, bootstrap_draws=200, seed=3)["gamma_lo"] != base["gamma_lo"]
     # avalanches outside [3, 64], non-positive or NaN sizes are dropped before anything is drawn
     wild_s, wild_d = np.r_[s, 1e9, 1e9, -1.0, 0.0, np.nan], np.r_[d, 200, 2, 10, 10, 10]
-    assert tails.crackling(wild_s, wild_d, n_boot=200, seed=2) == base
+    assert tails.crackling(wild_s, wild_d, bootstrap_draws=200, seed=2) == base
     with pytest.raises(ValueError, match="differ in length"):
-        tails.crackling(s, d[:-1])
-
-
-# ----------------------------------------------------------------------------- MR branching
-
-
-def test_mr_branching_is_robust_to_subsampling():
-    m = 0.9
-    full = branching_counts(60, m, drive=10.0, n_trials=100, t_len=200)
-    sub = np.random.default_rng(61).binomial(full.astype(np.int64), 0.1).astype(float)
-    # naive lag-1 regression (per-trial means removed) is biased by subsampling: r_1 = b m, b << 1
-    dev = sub - sub.mean(axis=1, keepdims=True)
-    naive = np.sum(dev[:, 1:] * dev[:, :-1]) / np.sum(dev[:, :-1] ** 2)
-    assert naive < 0.5
-    out, ref = tails.mr_branching(sub), tails.mr_branching(full)
-    assert out["reason"] is None and out["n_trials"] == 100
-    # trial-separated MR on 200-token trials is itself biased low by ~0.05 at m = 0.9 (per-trial
-    # means); the estimate must not depend on the subsampling, and stay near the truth
-    assert abs(out["mr_m"] - ref["mr_m"]) < 0.02
-    assert abs(out["mr_m"] - m) < 0.07
-    assert out["mr_tau"] == pytest.approx(-1.0 / np.log(out["mr_m"]), rel=1e-6)
-
-
-def test_mr_branching_drops_constant_trials():
-    counts = branching_counts(62, 0.8, drive=5.0, n_trials=20, t_len=100)
-    counts[:3] = 7.0
-    out = tails.mr_branching(counts)
-    assert out["n_trials"] == 17 and out["reason"] is None
+        tails.crackling(s, d[:-1], bootstrap_draws=10, seed=0)
 
 
 # ----------------------------------------------------------------------------- degenerate input
@@ -343,6 +472,7 @@ DEGENERATE_SIZES = {
     "all NaN": [np.nan] * 50,
     "NaN and few points": [np.nan] * 50 + [1, 2, 3, 4, 5],
     "non-positive": [0, -1, -2] * 20,
+    "non-whole": list(range(1, 40)) + [2.5],
 }
 
 
@@ -351,42 +481,34 @@ def test_degenerate_sizes_give_nan_and_a_reason_without_warnings(name):
     x = np.array(DEGENERATE_SIZES[name], dtype=float)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fits = [tails.fit_power_law(x), tails.fast_discrete_fit(x)]
-        p_fast, p_naive = tails.gof_pvalue(x, n_boot=5), tails.naive_gof_pvalue(x, n_boot=5)
+        fits = [tails.fit_power_law(x, alpha_range=ALPHA_RANGE), tails.fast_discrete_fit(x, alpha_range=ALPHA_RANGE)]
+        gofs = [f(x, gof_draws=5, seed=0, alpha_range=ALPHA_RANGE)
+                for f in (tails.gof_pvalue, tails.naive_gof_pvalue)]
+        one = tails.fit_tail(x, alpha_range=ALPHA_RANGE, gof_draws=5, seed=0)
         c80 = tails.continuous_fit_p80(x)
-        crack = tails.crackling(x, np.arange(x.size) % 10 + 3, n_boot=20)
-    for out in fits + [c80]:
+        crack = tails.crackling(x, np.arange(x.size) % 10 + 3, bootstrap_draws=20, seed=0)
+    outs = fits + gofs + ([] if name == "non-whole" else [c80])  # the continuous fit takes any size
+    for out in outs:
         assert all(np.isnan(v) for k, v in out.items() if k != "reason"), out
         assert isinstance(out["reason"], str) and out["reason"]
-    assert np.isnan(p_fast) and np.isnan(p_naive)
+    if name == "non-whole":
+        assert all("whole numbers" in out["reason"] for out in fits + gofs)
+    assert one.xmin is None and one.n_tail is None
+    assert all(np.isnan(v) for v in one.row().values())
+    assert set(one.reasons) == set(tails.TAIL_COLUMNS)  # every NaN field says why
     if name in ("empty", "all NaN", "non-positive"):  # no usable size at all
         assert np.isnan(crack["gamma"]) and crack["reason"]
-
-
-@pytest.mark.parametrize("name, counts", [
-    ("empty", np.zeros((0, 0))),
-    ("constant series", np.full((5, 100), 3.0)),
-    ("too few tokens", np.arange(10.0)[None, :]),
-    ("NaN", np.where(np.eye(4, 100) > 0, np.nan, 1.0) + np.arange(100)),
-    ("3-d", np.ones((2, 3, 40))),
-])
-def test_degenerate_counts_give_nan_and_a_reason_without_warnings(name, counts):
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        out = tails.mr_branching(counts)
-    assert np.isnan(out["mr_m"]) and np.isnan(out["mr_tau"]) and np.isnan(out["n_trials"])
-    assert isinstance(out["reason"], str) and out["reason"]
 
 
 def test_degenerate_crackling_gives_nan_and_a_reason_without_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        two_durations = tails.crackling([1.0, 2.0, 3.0, 4.0], [3, 3, 4, 4], n_boot=10)
-        outside = tails.crackling(np.ones(50), np.full(50, 100), n_boot=10)
+        two_durations = tails.crackling([1.0, 2.0, 3.0, 4.0], [3, 3, 4, 4], bootstrap_draws=10, seed=0)
+        outside = tails.crackling(np.ones(50), np.full(50, 100), bootstrap_draws=10, seed=0)
         # only a few avalanches: replicates that lose a duration are skipped, no warning
-        sparse = tails.crackling([1.0, 4.0, 9.0], [3, 4, 5], n_boot=50)
+        sparse = tails.crackling([1.0, 4.0, 9.0], [3, 4, 5], bootstrap_draws=50, seed=0)
         # no replicate keeps all 3 durations (6/27 chance each): a point estimate, no interval
-        no_interval = tails.crackling([1.0, 4.0, 9.0], [3, 4, 5], n_boot=1, seed=0)
+        no_interval = tails.crackling([1.0, 4.0, 9.0], [3, 4, 5], bootstrap_draws=1, seed=0)
     for out in (two_durations, outside):
         assert np.isnan(out["gamma"]) and np.isnan(out["gamma_lo"]) and out["reason"]
     assert np.isfinite(sparse["gamma"]) and sparse["reason"] is None
@@ -401,6 +523,6 @@ def test_bad_alpha_range_raises(alpha_range):
     for fn in (tails.fit_power_law, tails.fast_discrete_fit):
         with pytest.raises(ValueError, match="alpha_range"):
             fn(x, alpha_range=alpha_range)
-    for fn in (tails.gof_pvalue, tails.naive_gof_pvalue):
+    for fn in (tails.gof_pvalue, tails.naive_gof_pvalue, tails.fit_tail):
         with pytest.raises(ValueError, match="alpha_range"):
-            fn(x, n_boot=2, alpha_range=alpha_range)
+            fn(x, gof_draws=2, seed=0, alpha_range=alpha_range)

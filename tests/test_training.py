@@ -106,6 +106,9 @@ def test_predictors_say_when_rows_are_too_few_and_find_a_planted_relation():
     rows["p_K"] = 3.0 * np.log(rows.width) + rng.normal(0, 0.05, n)
     few = predictors.predict(rows.head(4), ["p_K"])
     assert not few.conclusive.any() and "too few" in few.note.iloc[0]
+    # every fit failed (a trajectory too short for ma5): no parameter column at all, still an answer
+    none = predictors.predict(rows.drop(columns="p_K").head(0), ["p_K", "p_lambda"])
+    assert none.n_rows.tolist() == [0, 0] and not none.conclusive.any()
     res = predictors.predict(rows, ["p_K"]).set_index("regressor")
     assert res.loc["ridge", "cv_r2"] > 0.95
     imp = res.loc["ridge", [f"imp_{f}" for f in predictors.FEATURES]]
