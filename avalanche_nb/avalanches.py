@@ -32,7 +32,8 @@ def _structure(adjacency: str) -> np.ndarray:
     return s
 
 
-def _as_lattice(A: np.ndarray, name: str = "lattice") -> np.ndarray:
+def check_lattice(A: np.ndarray, name: str = "lattice") -> np.ndarray:
+    """``A`` as an array, which must be 3-D [N, T, L] (ValueError naming ``name`` otherwise)."""
     A = np.asarray(A)
     if A.ndim != 3:
         raise ValueError(f"{name} must be 3-D [N, T, L], got shape {A.shape}")
@@ -40,13 +41,14 @@ def _as_lattice(A: np.ndarray, name: str = "lattice") -> np.ndarray:
 
 
 def _as_counts(A: np.ndarray) -> np.ndarray:
-    A = _as_lattice(A)
+    A = check_lattice(A)
     if A.dtype.kind not in "biu":  # sizes are exact spike counts; a float lattice is a caller bug
         raise ValueError(f"lattice must hold integer spike counts, got dtype {A.dtype}")
     return A
 
 
-def _as_valid(valid: np.ndarray | None, A: np.ndarray) -> np.ndarray | None:
+def check_valid(valid: np.ndarray | None, A: np.ndarray) -> np.ndarray | None:
+    """``valid`` as bool [N, T] matching the lattice ``A`` [N, T, L] (None stays None: every site)."""
     if valid is None:
         return None
     valid = np.asarray(valid, dtype=bool)
@@ -59,7 +61,8 @@ def _ratio(num: float, den: float) -> float:
     return float(num) / float(den) if den else float("nan")
 
 
-def _ratios(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def ratios(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """Element-wise ``num / den`` as float, NaN where ``den`` is 0 (an undefined branching ratio)."""
     out = np.full(num.shape, np.nan)
     np.divide(num, den, out=out, where=den > 0)  # `where` avoids the 0/0 warning
     return out
@@ -68,25 +71,25 @@ def _ratios(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 def occupancy(A: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """Occupancy bool [N, T, L]: ``A > 0`` at valid token sites (``valid`` bool [N, T])."""
     A = _as_counts(A)
-    valid = _as_valid(valid, A)
+    valid = check_valid(valid, A)
     X = A > 0
     return X & valid[:, :, None] if valid is not None else X
 
 
-def label_avalanches(X: np.ndarray, adjacency: str = "von_neumann") -> tuple[np.ndarray, int]:
+def label_avalanches(X: np.ndarray, adjacency: str) -> tuple[np.ndarray, int]:
     """Label the components of occupancy ``X`` bool [N, T, L] under ``adjacency``.
 
     Returns labels int32 [N, T, L] (0 = no event, 1..K unique across the whole array, one component
     never spanning two sequences) and K. Labels are numbered in raster order (sequence, token, layer)
     of each component's first site.
     """
-    X = _as_lattice(X, "occupancy").astype(bool, copy=False)
+    X = check_lattice(X, "occupancy").astype(bool, copy=False)
     labels, k = ndimage.label(X, structure=_structure(adjacency), output=np.int32)
     return labels, int(k)
 
 
-def avalanche_table(A: np.ndarray, valid: np.ndarray | None = None, adjacency: str = "von_neumann") -> pd.DataFrame:
-    """One row per avalanche of the lattice ``A`` int [N, T, L] (``valid`` bool [N, T]).
+def avalanche_table(A: np.ndarray, valid: np.ndarray | None = None, *, adjacency: str) -> pd.DataFrame:
+    """One row per avalanche of the lattice ``A`` int [N, T, L] (``valid`` bool [N, T]) under ``adjacency``.
 
     Columns (all int64), ``TABLE_COLUMNS``:
       ``seq``     sequence index n;
@@ -131,7 +134,7 @@ def branching(X: np.ndarray) -> dict:
     sites of layer l (``b_depth_per_layer[-1]`` is NaN: there is no layer above). A ratio is NaN
     where its denominator is 0; no warning is raised.
     """
-    X = _as_lattice(X, "occupancy").astype(bool, copy=False)
+    X = check_lattice(X, "occupancy").astype(bool, copy=False)
     time_num = (X[:, :-1, :] & X[:, 1:, :]).sum((0, 1))  # [L]
     time_den = X[:, :-1, :].sum((0, 1))
     depth_num = (X[:, :, :-1] & X[:, :, 1:]).sum((0, 1))  # [L-1]
@@ -141,8 +144,8 @@ def branching(X: np.ndarray) -> dict:
     b_time, b_depth = _ratio(time_num.sum(), time_den.sum()), _ratio(depth_num.sum(), depth_den.sum())
     return {
         "b_time": b_time, "b_depth": b_depth, "b_diag": _ratio(diag_num, diag_den), "b_tot": b_time + b_depth,
-        "b_time_per_layer": _ratios(time_num, time_den),
-        "b_depth_per_layer": np.append(_ratios(depth_num, depth_den), np.nan),
+        "b_time_per_layer": ratios(time_num, time_den),
+        "b_depth_per_layer": np.append(ratios(depth_num, depth_den), np.nan),
     }
 
 
@@ -153,7 +156,7 @@ def chi_fano(A: np.ndarray, valid: np.ndarray | None = None) -> float:
     Sample variance (ddof=1). NaN with fewer than two sequences or no spikes at all.
     """
     A = _as_counts(A)
-    valid = _as_valid(valid, A)
+    valid = check_valid(valid, A)
     Y = (A * valid[:, :, None] if valid is not None else A).sum((1, 2)).astype(float)
     if len(Y) < 2 or Y.mean() == 0:
         return float("nan")
@@ -182,22 +185,45 @@ def clusters_but_largest(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return seq[order][~largest], s[order][~largest]
 
 
-def summarise(A: np.ndarray, valid: np.ndarray | None = None, adjacency: str = "von_neumann") -> dict:
-    """JSON-ready statistics of the lattice ``A`` int [N, T, L] (``valid`` bool [N, T]).
+def summarise(A: np.ndarray, valid: np.ndarray | None = None, *, adjacency: str) -> dict:
+    """JSON-ready statistics of the lattice ``A`` int [N, T, L] (``valid`` bool [N, T]) under ``adjacency``.
 
     Keys: ``occupancy_per_layer`` (list [L], fraction of valid token sites occupied in each layer;
     NaN if no site is valid), the ``branching`` ratios (per-layer ones as lists), ``chi_fano``,
     ``chi_perc`` and ``n_avalanches`` (int). Values are Python floats/ints/lists; NaN is allowed.
     """
     A = _as_counts(A)
-    valid = _as_valid(valid, A)
+    valid = check_valid(valid, A)
     X = occupancy(A, valid)
-    table = avalanche_table(A, valid, adjacency)
+    table = avalanche_table(A, valid, adjacency=adjacency)
     b = branching(X)
     n_valid = valid.sum((0, 1)) if valid is not None else A.shape[0] * A.shape[1]
     return {
-        "occupancy_per_layer": _ratios(X.sum((0, 1)), np.full(A.shape[2], n_valid)).tolist(),
+        "occupancy_per_layer": ratios(X.sum((0, 1)), np.full(A.shape[2], n_valid)).tolist(),
         "b_time": b["b_time"], "b_depth": b["b_depth"], "b_diag": b["b_diag"], "b_tot": b["b_tot"],
         "b_time_per_layer": b["b_time_per_layer"].tolist(), "b_depth_per_layer": b["b_depth_per_layer"].tolist(),
         "chi_fano": chi_fano(A, valid), "chi_perc": chi_perc(table), "n_avalanches": int(len(table)),
     }
+
+
+def lattice_summary(counts: dict[str, np.ndarray], valid: np.ndarray, adjacencies, rates: dict[str, np.ndarray]
+                    ) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+    """Phase 02's three artifacts from the lattices ``counts[spike_def]`` int [N, T, L]:
+
+    * the avalanche table of every spike definition and adjacency (columns ``seq, spike_def, adjacency``
+      then :data:`TABLE_COLUMNS` but ``seq``);
+    * per spike definition and adjacency, :func:`summarise` plus ``rate_per_layer`` (``rates[spike_def]``,
+      the achieved neuron rates of phase 01);
+    * branching per layer (adjacency-free): ``spike_def, layer, b_time, b_depth``.
+    """
+    tables, summary, per_layer = [], {}, []
+    for d, A in counts.items():
+        summary[d] = {}
+        for adj in adjacencies:
+            tables.append(avalanche_table(A, valid, adjacency=adj).assign(spike_def=d, adjacency=adj))
+            summary[d][adj] = summarise(A, valid, adjacency=adj) | {"rate_per_layer": np.asarray(rates[d]).tolist()}
+        b = branching(occupancy(A, valid))
+        per_layer.append(pd.DataFrame({"spike_def": d, "layer": np.arange(A.shape[2]), "b_time": b["b_time_per_layer"],
+                                       "b_depth": b["b_depth_per_layer"]}))
+    columns = ["seq", "spike_def", "adjacency", *TABLE_COLUMNS[1:]]
+    return pd.concat(tables, ignore_index=True)[columns], summary, pd.concat(per_layer, ignore_index=True)

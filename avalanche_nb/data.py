@@ -160,6 +160,11 @@ class TokenSlice:
                 "n_documents": int(np.unique(self.doc_index[self.doc_index >= 0]).size), "sha256": self.sha256}
 
 
+def token_strings(tokenizer, ids) -> list[str]:
+    """Readable token strings for labels: each id decoded alone, a space shown as ``·``, a newline as ``⏎``."""
+    return [tokenizer.decode([int(i)]).replace(" ", "·").replace("\n", "⏎") for i in ids]
+
+
 def default_add_bos(tokenizer) -> bool:
     """The ``add_bos=None`` rule of :func:`build_slice`: BOS-prefix where the model expects one.
 
@@ -232,7 +237,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def build_slice(tokenizer, source: str, n_sequences: int, window: int, seed: int = 0, offset: int = 0,
+def build_slice(tokenizer, source: str, n_sequences: int, window: int, *, seed: int, offset: int = 0,
                 add_bos: bool | None = None) -> TokenSlice:
     """Windows ``[offset, offset + n_sequences)`` of the seeded document stream of ``source``.
 
@@ -343,8 +348,7 @@ def _arc_rows(n: int, limit: int | None, seed: int) -> list[int]:
     return sorted(np.random.default_rng(seed).choice(n, size=limit, replace=False).tolist())
 
 
-def load_arc(subsets: str | Iterable[str] = ARC_SUBSETS, limit: int | None = None,
-             seed: int = 0) -> list[ArcQuestion]:
+def load_arc(subsets: str | Iterable[str], *, limit: int | None = None, seed: int) -> list[ArcQuestion]:
     """ARC validation questions, every one kept whatever its number of choices.
 
     Parameters

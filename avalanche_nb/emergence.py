@@ -14,12 +14,15 @@ data's own units; a fit that cannot be made is returned as failed, with the reas
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import curve_fit
 from scipy.special import lambertw
+
+from .phases import FIT_PARAMETERS
 
 MODELS = ("ma5", "step1", "step2_under", "step2_critical", "step2_over")
 _TINY = 1e-9
@@ -244,6 +247,30 @@ def peak(f: Fit, horizon: float) -> dict:
             "trajectory_class": "early-peak" if observable else "log-increase"}
 
 
+def curve(row, t: np.ndarray) -> np.ndarray:
+    """The fitted trajectory of one ``fits.parquet`` row at steps ``t`` (data units), from its ``p_*``
+    parameters: the reparametrised ma5 or a step response (no refit; NaN for a failed fit)."""
+    t = np.asarray(t, dtype=float)
+    if not row["ok"]:
+        return np.full(t.shape, np.nan)
+    q = {k: row[f"p_{k}"] for k in FIT_PARAMETERS}
+    if row["fit"] == "ma5":
+        return ma5(t, q["beta"], q["tau0"], q["A1"], q["A2"], q["K"])
+    fn = SPECS[row["fit"]].fn
+    args = [q["K"], q["tau"]] if row["fit"] == "step1" else [q["K"], q["wn"]] + ([q["zeta"]] if "zeta" in
+                                                                                 SPECS[row["fit"]].names else [])
+    return fn(t, *args, q["c"])
+
+
+def read_trajectories(path: str | Path) -> pd.DataFrame:
+    """Trajectories to fit besides the trained ones (``trajectories_file``: CSV or parquet with columns
+    model, layer, step, ratio, e.g. the released Pythia data), checked."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"trajectories_file {path} does not exist")
+    return check_trajectories(pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path))
+
+
 # --------------------------------------------------------------------------------------------------
 # per (model, layer) over a trajectories table
 
@@ -275,8 +302,11 @@ def fit_trajectories(traj: pd.DataFrame, models=MODELS) -> pd.DataFrame:
         best = choose(fits)
         for m, f in fits.items():
             row = {"model": name, "layer": int(layer), "fit": m, "ok": f.ok, "reason": f.reason, "r2": f.r2,
-                   "aic": f.aic, "n": f.n, "chosen": m == best, **{f"p_{k}": v for k, v in f.params.items()}}
+                   "aic": f.aic, "n": f.n, "chosen": m == best,
+                   "t_peak": float("nan"), "peak_observable": None, "trajectory_class": None}
             if m == "ma5":
                 row.update(peak(f, float(t.max()) if len(t) else 0.0))
-            rows.append(row)
+            # every parameter column on every row (NaN where this fit has no such parameter or failed), so
+            # the table's columns never depend on which fits succeeded
+            rows.append(row | {f"p_{k}": float(f.params.get(k, np.nan)) for k in FIT_PARAMETERS})
     return pd.DataFrame(rows)

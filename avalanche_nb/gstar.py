@@ -30,7 +30,9 @@ still on Dataset A only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -66,7 +68,7 @@ def _branching_parts(X: np.ndarray) -> tuple[np.ndarray, ...]:
             (X[..., :-1] & X[..., 1:]).sum(ax), X[..., :-1].sum(ax))
 
 
-def sequence_parts(counts: np.ndarray, valid: np.ndarray, adjacency: str, null_draws: int,
+def sequence_parts(counts: np.ndarray, valid: np.ndarray, adjacency: str, *, null_draws: int,
                    seed: int) -> SequenceParts:
     """Per-sequence parts of b_tot, chi_perc and the N1 null of ``counts`` int [N, T, L].
 
@@ -76,7 +78,7 @@ def sequence_parts(counts: np.ndarray, valid: np.ndarray, adjacency: str, null_d
     """
     X = av.occupancy(counts, valid)
     N = X.shape[0]
-    kept_seq, kept = av.clusters_but_largest(av.avalanche_table(counts, valid, adjacency))
+    kept_seq, kept = av.clusters_but_largest(av.avalanche_table(counts, valid, adjacency=adjacency))
     s2, s1 = np.zeros(N), np.zeros(N)
     np.add.at(s2, kept_seq, kept**2)
     np.add.at(s1, kept_seq, kept)
@@ -88,30 +90,32 @@ def sequence_parts(counts: np.ndarray, valid: np.ndarray, adjacency: str, null_d
 def criteria(parts: SequenceParts, weights: np.ndarray) -> dict[str, np.ndarray]:
     """b_tot, chi_perc and z_tot_n1 (float [B]) of the sequence multisets in ``weights`` int [B, N]."""
     W = np.asarray(weights, dtype=float)
-    b = av._ratios(W @ parts.time_num, W @ parts.time_den) + av._ratios(W @ parts.depth_num, W @ parts.depth_den)
-    nb = (av._ratios(W @ parts.null_time_num.T, W @ parts.null_time_den.T)
-          + av._ratios(W @ parts.null_depth_num.T, W @ parts.null_depth_den.T))  # [B, K]
+    b = av.ratios(W @ parts.time_num, W @ parts.time_den) + av.ratios(W @ parts.depth_num, W @ parts.depth_den)
+    nb = (av.ratios(W @ parts.null_time_num.T, W @ parts.null_time_den.T)
+          + av.ratios(W @ parts.null_depth_num.T, W @ parts.null_depth_den.T))  # [B, K]
     with np.errstate(invalid="ignore", divide="ignore"):
         mean, sd = np.nanmean(nb, 1), np.nanstd(nb, 1, ddof=1)
         z = np.where(sd > 0, (b - mean) / sd, np.nan)
-    return {"b_tot": b, "chi_perc": av._ratios(W @ parts.s2, W @ parts.s1), "z_tot_n1": z}
+    return {"b_tot": b, "chi_perc": av.ratios(W @ parts.s2, W @ parts.s1), "z_tot_n1": z}
 
 
-def evidence(counts: np.ndarray, valid: np.ndarray, gains, adjacency: str = "von_neumann", null_draws: int = 100,
-             boot: int = 200, seed: int = 0) -> pd.DataFrame:
+def evidence(counts: np.ndarray, valid: np.ndarray, gains, p: Mapping[str, Any]) -> pd.DataFrame:
     """One row per gain with each criterion, its bootstrap SE over sequences and ``abs_b_tot_minus_1``.
 
-    ``counts`` int [G, N, T, L]: the rate-matched Dataset A lattices of the gains ``gains`` [G].
+    ``counts`` int [G, N, T, L]: the rate-matched Dataset A lattices of the gains ``gains`` [G]; the
+    params ``p`` give the adjacency (first of ``adjacencies``), ``null_draws``, ``bootstrap_draws`` and
+    ``seed``. Rows are independent: the evidence of one more gain is :func:`evidence` of its lattice.
     """
+    adjacency, null_draws, seed = p["adjacencies"][0], p["null_draws"], p["seed"]
     counts = np.asarray(counts)
     gains = np.asarray(gains, dtype=float)
     if counts.ndim != 4 or len(counts) != len(gains):
         raise ValueError(f"counts must be [G, N, T, L] with G = {len(gains)} gains, got shape {counts.shape}")
     N = counts.shape[1]
-    W = np.vstack([np.ones((1, N), int), bootstrap_weights(N, boot, seed)])  # row 0: the sample itself
+    W = np.vstack([np.ones((1, N), int), bootstrap_weights(N, p["bootstrap_draws"], seed)])  # row 0: the sample
     rows = []
     for g, c in zip(gains, counts):
-        crit = criteria(sequence_parts(c, valid, adjacency, null_draws, seed), W)
+        crit = criteria(sequence_parts(c, valid, adjacency, null_draws=null_draws, seed=seed), W)
         crit["abs_b_tot_minus_1"] = np.abs(crit["b_tot"] - 1)
         row = {"g": float(g)}
         for name, v in crit.items():
@@ -197,6 +201,15 @@ def _next_gain(g: np.ndarray, side: str, limits: tuple[float, float]) -> float |
     nxt = round(float(g[0] - step if side == "low" else g[-1] + step), 10)
     inside = nxt >= limits[0] - 1e-9 if side == "low" else nxt <= limits[1] + 1e-9
     return nxt if inside and nxt >= 0 else None
+
+
+def search(lattices: np.ndarray, valid: np.ndarray, gains, p: Mapping[str, Any], lattice_at, log=None) -> Search:
+    """g* on Dataset A: :func:`evidence` of the rate-matched ``pos`` lattices ``lattices`` int [G, N, T, L] at
+    ``gains``, then :func:`extended_search` with the params' ``gstar_rule`` and ``gstar_limits``;
+    ``lattice_at(g)`` computes Dataset A's lattice at a gain beyond the grid (:func:`sweep.lattice_at`)."""
+    ev = evidence(lattices, valid, gains, p)
+    return extended_search(ev, p["gstar_rule"], p["gstar_limits"],
+                           lambda g: evidence(lattice_at(g)[None], valid, [g], p), log=log)
 
 
 def extended_search(ev: pd.DataFrame, rule: str, gstar_limits: tuple[float, float], evidence_at,

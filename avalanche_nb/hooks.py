@@ -1,24 +1,31 @@
-"""Hook points on decoder layers, with plain stable names, always removed.
+"""Named hook points on decoder layers: one way to observe or edit them, always removed.
 
-Hook points (per decoder layer ``l``):
+Hook points (:data:`POINTS`, per decoder layer ``l``):
 
-* ``mlp.tap``  — the MLP's intermediate tensor ``u`` [B, T, d_ff]: the input of the MLP's output
+* ``resid.in``   — the decoder layer's input hidden state [B, T, d_model]; layer 0's is the
+  embeddings as the model scales them (Gemma multiplies by sqrt(d_model)).
+* ``resid.out``  — the decoder layer's output hidden state [B, T, d_model].
+* ``mlp.tap``    — the MLP's intermediate tensor ``u`` [B, T, d_ff]: the input of the MLP's output
   projection. Gated MLPs (Llama, Qwen2, Gemma-3): ``act(gate_proj(x)) * up_proj(x)``; non-gated
   (GPT-NeoX, GPT-2): the activation output.
-* ``mlp.out``  — the MLP's contribution right before the residual add (after Gemma's
-  ``post_feedforward_layernorm``); the gain multiplies this.
-* ``attn.out`` — the attention block's contribution right before the residual add.
-* ``resid.out`` — the decoder layer's output hidden state [B, T, d_model].
-* ``attn.norm`` / ``mlp.norm`` — the norms in front of the attention block and of the MLP
-  (``input_layernorm``; Llama's ``post_attention_layernorm``, Gemma's ``pre_feedforward_layernorm``).
-* ``attn`` — the attention module itself (its eager weights give the attention-sink mass).
+* ``mlp.out``    — the MLP's contribution right before the residual add (after Gemma's
+  ``post_feedforward_layernorm``) [B, T, d_model]; :func:`gain` multiplies this.
+* ``attn.out``   — the attention block's contribution right before the residual add [B, T, d_model].
+* ``attn.norm`` / ``mlp.norm`` — the outputs of the norms in front of the attention block and of the
+  MLP (``input_layernorm``; Llama's ``post_attention_layernorm``, Gemma's ``pre_feedforward_layernorm``).
+* ``attn.weights`` — the attention probabilities [B, H, T, T] (observe only); :func:`attach` runs
+  the model with eager attention while such a hook is attached, since only eager attention returns them.
 
-Every context manager removes its hooks on exit, also when the forward pass raises.
+A :class:`Hook` calls ``fn(layer, x)`` with the tensor ``x`` at its point: returning ``None``
+observes, returning a tensor replaces ``x`` (an edit). :func:`attach` registers hooks for the
+duration of a ``with`` block and removes every one on exit, also when the forward pass raises.
+``resid.*`` points need only the decoder layers, so they work on any causal LM; the others need a
+supported family (:data:`FAMILIES`).
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -128,85 +135,153 @@ def architecture(model: nn.Module) -> Architecture:
     return Architecture(model_type, layers, tap, mlp_out, attn_out, family.gated, int(d_ff), *norms, attn)
 
 
-@contextmanager
-def _hooks(handles_factory: Callable[[], list]) -> Iterator[None]:
-    handles: list = []
-    try:
-        handles = handles_factory()
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+#: hook point -> (the :class:`Architecture` field listing its modules, what of their forward it is)
+_SITES: dict[str, tuple[str, str]] = {
+    "resid.in": ("layers", "input"), "resid.out": ("layers", "output"), "mlp.tap": ("tap", "input"),
+    "mlp.out": ("mlp_out", "output"), "attn.out": ("attn_out", "output"), "attn.norm": ("attn_norm", "output"),
+    "mlp.norm": ("mlp_norm", "output"), "attn.weights": ("attn", "weights"),
+}
+POINTS: tuple[str, ...] = tuple(_SITES)
+
+HookFn = Callable[[int, torch.Tensor], "torch.Tensor | None"]
 
 
-TapFn = Callable[[int, torch.Tensor], None]
+@dataclass(frozen=True)
+class Hook:
+    """``fn(layer, x)`` at hook point ``point`` of each layer in ``layers`` (``None``: every layer).
 
-
-@contextmanager
-def mlp_tap(model: nn.Module, fn: TapFn, layers: Sequence[int] | None = None) -> Iterator[Architecture]:
-    """Call ``fn(layer, u)`` with the MLP intermediate ``u`` [B, T, d_ff] of each decoder layer.
-
-    ``fn`` must reduce ``u`` on the fly and return nothing; the forward pass is unchanged.
+    ``fn`` returns ``None`` to observe ``x`` or a tensor to replace it. ``fresh_only`` hooks act only
+    in forward passes without a key/value cache (or with an empty one): under multiple-choice scoring
+    the cached continuation pass then never re-edits its context, while the cache it reads was
+    computed under the edit.
     """
-    arch = architecture(model)
-    chosen = range(arch.n_layers) if layers is None else layers
 
-    def make():
-        def pre_hook(layer: int):
-            def hook(_module, args):
-                fn(layer, args[0])
-            return hook
-        return [arch.tap[l].register_forward_pre_hook(pre_hook(l)) for l in chosen]
+    point: str
+    fn: HookFn
+    layers: Sequence[int] | None = None
+    fresh_only: bool = False
 
-    with _hooks(make):
-        yield arch
+    def __post_init__(self):
+        if self.point not in _SITES:
+            raise ValueError(f"unknown hook point {self.point!r}; points: {', '.join(POINTS)}")
+        if self.layers is not None:  # each layer once: a repeated layer would run fn twice per pass
+            object.__setattr__(self, "layers", tuple(sorted({int(l) for l in self.layers})))
 
 
-def _scale_output(g: float):
-    def hook(_module, _args, output):
-        if isinstance(output, tuple):  # attention modules return (out, weights, ...)
-            return (output[0] * g,) + tuple(output[1:])
-        return output * g
+def _modules(model: nn.Module, point: str) -> list[nn.Module]:
+    field, _ = _SITES[point]
+    return decoder_layers(model) if field == "layers" else getattr(architecture(model), field)
+
+
+def _input_hook(fn: HookFn, layer: int, active: Callable[[], bool]):
+    """Forward pre-hook (with kwargs): the module's first input, positional or ``hidden_states``."""
+    def hook(_module, args, kwargs):
+        if not active():
+            return None
+        x = fn(layer, args[0] if args else kwargs["hidden_states"])
+        if x is None:
+            return None
+        return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
     return hook
 
 
+def _output_hook(fn: HookFn, layer: int, active: Callable[[], bool]):
+    """Forward hook: the module's output, or its first element (attention modules return tuples)."""
+    def hook(_module, _args, output):
+        if not active():
+            return None
+        x = fn(layer, output[0] if isinstance(output, tuple) else output)
+        if x is None:
+            return None
+        return (x, *output[1:]) if isinstance(output, tuple) else x
+    return hook
+
+
+def _weights_hook(fn: HookFn, layer: int, active: Callable[[], bool]):
+    """Forward hook on an attention module: its weights ``output[1]``, observed only."""
+    def hook(_module, _args, output):
+        if not active():
+            return None
+        w = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+        if w is None:
+            raise UnsupportedArchitectureError(f"layer {layer}'s attention module returned no weights")
+        if fn(layer, w) is not None:
+            raise ValueError("attn.weights is observe-only: its hook must return None")
+        return None
+    return hook
+
+
+def _register(model: nn.Module, hook: Hook, active: Callable[[], bool]) -> list:
+    """Register ``hook`` on every chosen layer; returns the handles."""
+    modules = _modules(model, hook.point)
+    chosen = range(len(modules)) if hook.layers is None else hook.layers
+    bad = [l for l in chosen if not 0 <= l < len(modules)]
+    if bad:
+        raise ValueError(f"{hook.point}: layers {bad} out of range for a model with {len(modules)} layers")
+    kind = _SITES[hook.point][1]
+    if kind == "input":
+        return [modules[l].register_forward_pre_hook(_input_hook(hook.fn, l, active), with_kwargs=True)
+                for l in chosen]
+    make = _output_hook if kind == "output" else _weights_hook
+    return [modules[l].register_forward_hook(make(hook.fn, l, active)) for l in chosen]
+
+
+def _fresh_pass_tracker(model: nn.Module, state: dict):
+    """Pre-hook on the decoder stack: ``state["fresh"]`` is True while a pass without a cache runs."""
+    def hook(_module, _args, kwargs):
+        past = kwargs.get("past_key_values")
+        state["fresh"] = past is None or past.get_seq_length() == 0
+    return model.base_model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
 @contextmanager
+def _eager_attention(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` with eager attention (which returns its weights) inside the block, then restore."""
+    previous = model.config._attn_implementation
+    if previous != "eager":
+        model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if previous != "eager":
+            model.set_attn_implementation(previous)
+
+
+@contextmanager
+def attach(model: nn.Module, *hooks: Hook) -> Iterator[None]:
+    """Register ``hooks`` on ``model`` for the ``with`` block; every one is removed on exit, also when
+    the forward pass raises.
+
+    Hooks at one point run in registration order: those of an enclosing ``attach`` first, then these
+    in the order given, so an observer after an edit sees the edited tensor. With an ``attn.weights``
+    hook the block runs with eager attention (restored on exit).
+    """
+    state = {"fresh": True}
+    weights = any(h.point == "attn.weights" for h in hooks)
+    handles: list = []
+    with _eager_attention(model) if weights else nullcontext():
+        try:
+            if any(h.fresh_only for h in hooks):
+                handles.append(_fresh_pass_tracker(model, state))
+            for h in hooks:
+                handles += _register(model, h, (lambda: state["fresh"]) if h.fresh_only else (lambda: True))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
 def gain(model: nn.Module, g: float, where: str = "mlp", layers: Sequence[int] | None = None
-         ) -> Iterator[Architecture]:
-    """Multiply each chosen layer's ``mlp.out`` (or ``attn.out``) contribution by ``g``.
+         ) -> AbstractContextManager[None]:
+    """Multiply each chosen layer's ``mlp.out`` (``where="mlp"``) or ``attn.out`` (``"attn"``) by ``g``.
 
     ``g == 1`` registers nothing, so the forward pass is bit-identical to the unhooked model.
     ``layers`` restricts the gain to a band of layers (ablations); ``None`` means all.
     """
     if where not in ("mlp", "attn"):
         raise ValueError(f"gain target must be 'mlp' or 'attn', got {where!r}")
-    arch = architecture(model)
-    modules = arch.mlp_out if where == "mlp" else arch.attn_out
-    chosen = range(arch.n_layers) if layers is None else layers
-
-    def make():
-        if float(g) == 1.0:
-            return []
-        return [modules[l].register_forward_hook(_scale_output(float(g))) for l in chosen]
-
-    with _hooks(make):
-        yield arch
-
-
-@contextmanager
-def residual_tap(model: nn.Module, fn: TapFn) -> Iterator[Architecture]:
-    """Call ``fn(layer, h)`` with each decoder layer's output hidden state ``h`` [B, T, d_model]."""
-    arch = architecture(model)
-
-    def make():
-        def post_hook(layer: int):
-            def hook(_module, _args, output):
-                fn(layer, output[0] if isinstance(output, tuple) else output)
-            return hook
-        return [m.register_forward_hook(post_hook(l)) for l, m in enumerate(arch.layers)]
-
-    with _hooks(make):
-        yield arch
+    g = float(g)
+    return attach(model, *([] if g == 1.0 else [Hook(f"{where}.out", lambda _layer, x: x * g, layers)]))
 
 
 def hook_count(model: nn.Module) -> int:

@@ -23,28 +23,29 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .hooks import check_finite, forward_hidden, gain, mlp_tap
+from .hooks import Hook, architecture, attach, check_finite, forward_hidden, gain
 from .options import SPIKE_DEFS, TARGET_PROFILES
 
 EPS = 1e-6
-SEED_D_FF = 18944  # the seed's Qwen2.5-7B MLP width; its rates are per neuron of that width
 
 
 class FloorTooHighError(RuntimeError):
     """A threshold falls below the sparse floor, so exact counting needs a lower floor."""
 
 
-def valid_mask(n_sequences: int, window: int, exclude_first_token: bool = True) -> np.ndarray:
-    """bool [N, T]: sites that enter the lattice (the first token, the attention sink, is excluded)."""
+def valid_mask(n_sequences: int, window: int, exclude_first_token: bool) -> np.ndarray:
+    """bool [N, T]: sites that enter the lattice (with ``exclude_first_token``, all but the first token, the
+    attention sink)."""
     valid = np.ones((n_sequences, window), dtype=bool)
     if exclude_first_token:
         valid[:, 0] = False
     return valid
 
 
-def scale_seed_rates(rates: Sequence[float], d_ff: int, reference_d_ff: int | None = SEED_D_FF) -> list[float]:
-    """Scale per-neuron rates given for a ``reference_d_ff``-wide MLP so spikes per site match at ``d_ff``."""
-    factor = 1.0 if reference_d_ff is None else reference_d_ff / d_ff
+def scale_seed_rates(rates: Sequence[float], d_ff: int, rate_reference_d_ff: int | None) -> list[float]:
+    """Scale per-neuron rates given for a ``rate_reference_d_ff``-wide MLP so spikes per site match at
+    ``d_ff`` (``None``: the rates as given)."""
+    factor = 1.0 if rate_reference_d_ff is None else rate_reference_d_ff / d_ff
     scaled = [float(r) * factor for r in rates]
     for r, s in zip(rates, scaled):
         if not 0.0 < s < 1.0:
@@ -94,18 +95,17 @@ class _MomentReducer:
 
 
 @torch.no_grad()
-def calibrate(model: torch.nn.Module, tokens: np.ndarray, valid: np.ndarray, batch_size: int = 8,
-              progress: bool = True) -> Calibration:
-    """Mean and std of the MLP tap per (layer, neuron) over the valid sites of ``tokens`` [N, T], at g = 1."""
-    from .hooks import architecture
-
+def calibrate(model: torch.nn.Module, tokens: np.ndarray, valid: np.ndarray, *, batch_size: int,
+              progress: bool) -> Calibration:
+    """Mean and std of the MLP tap per (layer, neuron) over the valid sites (``valid`` bool [N, T]) of
+    ``tokens`` int [N, T], at g = 1, ``batch_size`` sequences per forward pass."""
     arch = architecture(model)
     n_sites = int(valid.sum())
     if n_sites == 0:
         raise ValueError("calibration slice has no valid sites")
     red = _MomentReducer(arch.n_layers, arch.d_ff)
     device = next(model.parameters()).device
-    with mlp_tap(model, red):
+    with attach(model, Hook("mlp.tap", red)):
         for _, ids, ok in _batches(tokens, valid, batch_size, "calibrate", progress):
             red.valid = ok.to(device)
             forward_hidden(model, ids.to(device))
@@ -211,29 +211,30 @@ class _EventReducer:
 
 
 @torch.no_grad()
-def collect_events(model: torch.nn.Module, tokens: np.ndarray, valid: np.ndarray, calib: Calibration,
-                   floor: float = 4.0, reference_tau: float | None = None, batch_size: int = 8, g: float = 1.0,
-                   gain_where: str = "mlp", gain_layers: Sequence[int] | None = None,
-                   progress: bool = True) -> EventSet:
-    """One forward pass over ``tokens`` [N, T] at gain ``g``, keeping every ``|z| > floor``.
+def collect_events(model: torch.nn.Module, tokens: np.ndarray, valid: np.ndarray, calib: Calibration, *,
+                   z_floor: float, reference_tau: float | None, batch_size: int, progress: bool, g: float = 1.0,
+                   gain_where: str = "mlp", gain_layers: Sequence[int] | None = None) -> EventSet:
+    """One forward pass over ``tokens`` [N, T] at gain ``g`` (``batch_size`` sequences at a time),
+    keeping every ``|z| > z_floor``.
 
     With ``reference_tau`` the pass also counts spikes at that threshold per layer (for
-    ``baseline_profile`` targets); otherwise those counts are left empty.
+    ``baseline_profile`` targets); with ``None`` those counts are left empty.
     """
     n, window = tokens.shape
     if valid.shape != tokens.shape:
         raise ValueError(f"valid {valid.shape} and tokens {tokens.shape} differ in shape")
     device = next(model.parameters()).device
-    red = _EventReducer(calib, floor, reference_tau, window, device)
-    with gain(model, g, gain_where, gain_layers), mlp_tap(model, red) as arch:
-        if arch.d_ff != calib.d_ff or arch.n_layers != calib.n_layers:
-            raise ValueError("calibration was computed for a different model shape")
+    arch = architecture(model)
+    if arch.d_ff != calib.d_ff or arch.n_layers != calib.n_layers:
+        raise ValueError("calibration was computed for a different model shape")
+    red = _EventReducer(calib, z_floor, reference_tau, window, device)
+    with gain(model, g, gain_where, gain_layers), attach(model, Hook("mlp.tap", red)):
         for start, ids, ok in _batches(tokens, valid, batch_size, f"events g={g:g}", progress):
             red.start, red.valid = start, ok.to(device)
             forward_hidden(model, ids.to(device))
     cat = lambda parts, dt: torch.cat(parts).numpy().astype(dt) if parts else np.zeros(0, dt)
     return EventSet(
-        shape=(n, window, calib.n_layers), d_ff=calib.d_ff, valid=valid.copy(), floor=float(floor),
+        shape=(n, window, calib.n_layers), d_ff=calib.d_ff, valid=valid.copy(), floor=float(z_floor),
         site=[cat(p, np.int64) for p in red.site], z=[cat(p, np.float32) for p in red.z],
         reference_tau=reference_tau, ref_count_pos=red.ref_pos.numpy() if reference_tau is not None else None,
         ref_count_abs=red.ref_abs.numpy() if reference_tau is not None else None)
@@ -259,7 +260,7 @@ class Thresholds:
         return (self.rate - self.target) / self.target
 
 
-def target_rates(events: EventSet, rate: float, profile: str = "baseline_profile") -> np.ndarray:
+def target_rates(events: EventSet, rate: float, target_profile: str) -> np.ndarray:
     """float [L] per-layer targets with mean ``rate``.
 
     ``uniform``: ``rate`` in every layer. ``baseline_profile`` (seed): proportional to each layer's
@@ -269,10 +270,10 @@ def target_rates(events: EventSet, rate: float, profile: str = "baseline_profile
     if not 0.0 < rate < 1.0:
         raise ValueError(f"target rate {rate} must lie in (0, 1)")
     L = events.n_layers
-    if profile == "uniform":
+    if target_profile == "uniform":
         return np.full(L, rate)
-    if profile != "baseline_profile":
-        raise ValueError(f"unknown target profile {profile!r}; use one of {TARGET_PROFILES}")
+    if target_profile != "baseline_profile":
+        raise ValueError(f"unknown target profile {target_profile!r}; use one of {TARGET_PROFILES}")
     ref = events.reference_rates("pos")
     if ref.sum() == 0:
         raise ValueError(f"no spikes at reference_tau={events.reference_tau}: baseline_profile is undefined")
@@ -358,18 +359,21 @@ def next_floor(floor: float) -> float:
 
 
 def rate_matched_lattice(model: torch.nn.Module, tokens: np.ndarray, valid: np.ndarray, calib: Calibration,
-                         rate: float, profile: str = "baseline_profile", floor: float = 4.0,
-                         reference_tau: float = 2.5, batch_size: int = 8, g: float = 1.0,
-                         target: np.ndarray | None = None, progress: bool = True, **gain_kw) -> Lattice:
-    """Events at gain ``g``, rate-matched per layer (to ``target`` if given, else to ``rate``/``profile``).
+                         rate: float, *, target_profile: str, z_floor: float, reference_tau: float, batch_size: int,
+                         progress: bool, g: float = 1.0, target: np.ndarray | None = None, **gain_kw) -> Lattice:
+    """Events at gain ``g``, rate-matched per layer (to ``target`` float [L] if given, else to the mean
+    ``rate`` spread by ``target_profile``, whose ``baseline_profile`` reads the rates at ``reference_tau``).
 
-    Lowers the floor and redoes the pass until every threshold lies above it (exactness).
+    The floor starts at ``z_floor`` and drops (the pass is redone) until every threshold lies above it
+    (exactness).
     """
-    needs_profile = target is None and profile == "baseline_profile"
+    needs_profile = target is None and target_profile == "baseline_profile"
+    floor = z_floor
     while True:
-        events = collect_events(model, tokens, valid, calib, floor, reference_tau if needs_profile else None,
-                                batch_size, g, progress=progress, **gain_kw)
-        tgt = target_rates(events, rate, profile) if target is None else np.asarray(target, float)
+        events = collect_events(model, tokens, valid, calib, z_floor=floor,
+                                reference_tau=reference_tau if needs_profile else None, batch_size=batch_size,
+                                progress=progress, g=g, **gain_kw)
+        tgt = target_rates(events, rate, target_profile) if target is None else np.asarray(target, float)
         try:
             ths = {d: rate_matched_thresholds(events, tgt, d) for d in SPIKE_DEFS}
             break

@@ -1,14 +1,14 @@
-"""Massive activations (MAs) in the residual stream: per-layer profiles, the emergence (ME) layer,
-propagation, and the token classes their effects are grouped by.
+"""Massive activations (MAs) in the residual stream: per-layer profiles, the emergence (ME) layer and
+propagation.
 
 Conventions (DESIGN.md §5):
 
 * ``h[l]`` is decoder layer ``l``'s output [B, T, d_model]; layer ``-1`` is the input of layer 0
   (the embeddings, scaled as the model scales them), so a jump at layer 0 is measurable.
-* Per layer and probe sequence: the ``k`` largest ``|h|`` with token position and feature dim, the
+* Per layer and probe sequence: the ``ma_top_k`` largest ``|h|`` with token position and feature dim, the
   median ``|h|`` over all T × d entries (interpolated median), and ``ratio = top1 / median``.
 * Criteria for a massive scalar ``a``: ``sun`` (Sun et al.): ``|a| > 100`` and ``|a| / median >= 1000``;
-  ``relaxed`` (seed 003, small models): ``|a| / median >= relaxed_ratio`` with no absolute floor.
+  ``relaxed`` (seed 003, small models): ``|a| / median >= ma_relaxed_ratio`` with no absolute floor.
   A layer meets a criterion when its *mean* top-1 and mean ratio over the probe sequences do.
 * ME layer: the first layer meeting the criterion (``None`` when none does: "none found", never an
   arbitrary layer), reported with the layer of the largest jump in mean log ratio.
@@ -16,11 +16,8 @@ Conventions (DESIGN.md §5):
 
 from __future__ import annotations
 
-import string
-import unicodedata
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,29 +29,6 @@ from . import hooks
 from .options import MA_CRITERIA
 
 SUN_ABS, SUN_RATIO = 100.0, 1000.0
-TOKEN_CLASSES = ("first", "punctuation", "function", "content")
-
-# A fixed English function-word list (articles, pronouns, prepositions, conjunctions, auxiliaries,
-# determiners, common particles); lower case, matched after stripping the tokenizer's space marker.
-STOP_WORDS = frozenset("""
-a an the this that these those some any each every no all both either neither much many more most few
-fewer less least several such what which who whom whose whichever whatever whoever
-i me my mine myself you your yours yourself yourselves he him his himself she her hers herself it its
-itself we us our ours ourselves they them their theirs themselves one ones
-of in on at by for with about against between into through during before after above below to from
-up down out off over under again further than via per upon within without onto toward towards among
-across along around behind beside besides beyond near since until unto despite throughout
-and or but nor so yet if then else because although though while whereas unless whether as
-is am are was were be been being have has had having do does did doing will would shall should
-can could may might must ought
-not there here when where why how also just only very too again ever never once
-""".split())
-
-_SPACE_MARKERS = "Ġ▁ \t\n·⏎Ċ"
-
-
-class NoMassiveActivationError(ValueError):
-    """No layer meets the MA criterion, so there is no ME layer to intervene at."""
 
 
 @dataclass
@@ -64,7 +38,7 @@ class Scan:
     Attributes
     ----------
     top_abs, top_val : float64 [L + 1, N, k]
-        ``|h|`` and signed ``h`` of the ``k`` largest-magnitude entries, largest first.
+        ``|h|`` and signed ``h`` of the ``k`` (``ma_top_k``) largest-magnitude entries, largest first.
     pos, dim : int64 [L + 1, N, k]
         Their token position and feature dim.
     median : float64 [L + 1, N]
@@ -111,112 +85,82 @@ def _reduce(h: torch.Tensor, k: int) -> tuple[np.ndarray, ...]:
 
 
 @torch.no_grad()
-def scan(model: nn.Module, tokens: np.ndarray, k: int = 10, batch_size: int = 8, sinks: bool = False,
-         progress: bool = False) -> Scan:
+def scan(model: nn.Module, tokens: np.ndarray, *, ma_top_k: int, batch_size: int, progress: bool,
+         sinks: bool = False) -> Scan:
     """Profile the residual stream of ``model`` on ``tokens`` int [N, T] (full windows, no padding).
 
-    Only the reductions of :class:`Scan` are kept (never the full hidden states). ``sinks=True``
-    runs the pass with eager attention and also records the attention-sink mass per layer and head.
-    Any edit hooks active around the call (:mod:`avalanche_nb.interventions`) act on this pass.
+    Only the reductions of :class:`Scan` are kept (never the full hidden states): ``ma_top_k``
+    entries per layer and sequence, ``batch_size`` sequences per forward pass. ``sinks=True`` runs
+    the pass with eager attention and also records the attention-sink mass per layer and head.
+    Any edits attached around the call (:mod:`avalanche_nb.interventions`) act on this pass.
     """
     tokens = np.asarray(tokens)
     if tokens.ndim != 2 or tokens.shape[0] < 1:
         raise ValueError(f"tokens must be [N, T] with N >= 1, got shape {tokens.shape}")
     N, T = tokens.shape
-    layers = hooks.decoder_layers(model)  # a profile needs only the decoder layers
-    attn = hooks.architecture(model).attn if sinks else None
-    if T < k:
-        raise ValueError(f"the probe windows have {T} tokens, fewer than top_k={k}: lengthen `window` or lower `ma_top_k`")
+    if T < ma_top_k:
+        raise ValueError(f"the probe windows have {T} tokens, fewer than ma_top_k={ma_top_k}: lengthen `window` "
+                         f"or lower `ma_top_k`")
     if T < 2:
         raise ValueError("the probe windows need at least 2 tokens")
-    L = len(layers)
-    shape = (L + 1, N, k)
+    L = len(hooks.decoder_layers(model))  # a profile needs only the decoder layers
+    shape = (L + 1, N, ma_top_k)
     out = Scan(np.zeros(shape), np.zeros(shape), np.zeros(shape, np.int64), np.zeros(shape, np.int64),
                np.zeros((L + 1, N)), np.zeros((L, N, T)))
-    heads: list = [None] * L
     state: dict = {}
 
     def record(i: int, h: torch.Tensor) -> None:
+        """Row ``i`` of the scan: the embeddings (0) or layer ``i - 1``'s output."""
         hooks.check_finite(h, "the embeddings" if i == 0 else f"layer {i - 1}'s output")
         s = state["batch"]
-        for arr, v in zip((out.top_abs, out.top_val, out.pos, out.dim, out.median), _reduce(h, k)):
+        for arr, v in zip((out.top_abs, out.top_val, out.pos, out.dim, out.median), _reduce(h, ma_top_k)):
             arr[i, s] = v
         if i > 0:
             out.cos_prev[i - 1, s] = F.cosine_similarity(state["prev"].float(), h.float(), dim=-1).double().cpu().numpy()
         state["prev"] = h.detach()
 
-    def embed_hook(_m, args, kwargs):
-        record(0, args[0] if args else kwargs["hidden_states"])
+    def sink(layer: int, w: torch.Tensor) -> None:
+        """Attention mass on token 0 of weights w [B, H, T, T], mean over queries 1..T-1."""
+        if out.sink is None:
+            out.sink = np.zeros((L, N, w.shape[1]))
+        out.sink[layer, state["batch"]] = w[:, :, 1:, 0].float().mean(-1).double().cpu().numpy()
 
-    def layer_hook(i):
-        def hook(_m, _args, output):
-            record(i + 1, output[0] if isinstance(output, tuple) else output)
-        return hook
-
-    def sink_hook(l):
-        def hook(_m, _args, output):
-            w = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-            if w is None:
-                raise hooks.UnsupportedArchitectureError(
-                    f"{model.config.model_type}: the attention module returned no weights; attention sinks need eager attention")
-            heads[l] = w[:, :, 1:, 0].float().mean(-1).double().cpu().numpy()  # [B, H]
-            if out.sink is None:
-                out.sink = np.zeros((L, N, w.shape[1]))
-            out.sink[l, state["batch"]] = heads[l]
-        return hook
-
-    def make():
-        hs = [layers[0].register_forward_pre_hook(embed_hook, with_kwargs=True)]
-        hs += [layer.register_forward_hook(layer_hook(i)) for i, layer in enumerate(layers)]
-        if sinks:
-            hs += [m.register_forward_hook(sink_hook(l)) for l, m in enumerate(attn)]
-        return hs
-
+    taps = [hooks.Hook("resid.in", lambda _layer, h: record(0, h), layers=[0]),
+            hooks.Hook("resid.out", lambda layer, h: record(layer + 1, h))]
+    if sinks:
+        taps.append(hooks.Hook("attn.weights", sink))
     device = next(model.parameters()).device
     batches = range(0, N, batch_size)
     if progress:
         from tqdm.auto import tqdm
         batches = tqdm(batches, desc="scan", leave=False)
-    with eager_attention(model) if sinks else nullcontext(), hooks._hooks(make):
+    with hooks.attach(model, *taps):
         for s0 in batches:
             state["batch"] = slice(s0, min(N, s0 + batch_size))
             model.base_model(input_ids=torch.as_tensor(np.array(tokens[state["batch"]]), device=device), use_cache=False)
     return out
 
 
-@contextmanager
-def eager_attention(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` with eager attention (which returns its weights) inside the block, then restore."""
-    previous = model.config._attn_implementation
-    if previous != "eager":
-        model.set_attn_implementation("eager")
-    try:
-        yield model
-    finally:
-        if previous != "eager":
-            model.set_attn_implementation(previous)
-
-
 # --------------------------------------------------------------------------------------------------
 # profile and ME layer
 
 
-def thresholds(kind: str, relaxed_ratio: float = 100.0) -> tuple[float, float]:
-    """(|a| floor, ratio floor) of an MA criterion: sun (100, 1000) or relaxed (0, relaxed_ratio)."""
-    if kind not in MA_CRITERIA:
-        raise ValueError(f"unknown MA criterion {kind!r}; choose one of {MA_CRITERIA}")
-    return (SUN_ABS, SUN_RATIO) if kind == "sun" else (0.0, float(relaxed_ratio))
+def thresholds(ma_criterion: str, ma_relaxed_ratio: float) -> tuple[float, float]:
+    """(|a| floor, ratio floor) of an MA criterion: sun (100, 1000) or relaxed (0, ma_relaxed_ratio)."""
+    if ma_criterion not in MA_CRITERIA:
+        raise ValueError(f"unknown MA criterion {ma_criterion!r}; choose one of {MA_CRITERIA}")
+    return (SUN_ABS, SUN_RATIO) if ma_criterion == "sun" else (0.0, float(ma_relaxed_ratio))
 
 
-def meets(top1: np.ndarray, ratio: np.ndarray, kind: str, relaxed_ratio: float = 100.0) -> np.ndarray:
+def meets(top1: np.ndarray, ratio: np.ndarray, ma_criterion: str, ma_relaxed_ratio: float) -> np.ndarray:
     """bool, elementwise: a top-1 |h| and its top-1/median ratio meet the criterion."""
-    abs_min, ratio_min = thresholds(kind, relaxed_ratio)
+    abs_min, ratio_min = thresholds(ma_criterion, ma_relaxed_ratio)
     return (np.asarray(top1) > abs_min) & (np.asarray(ratio) >= ratio_min)
 
 
-def layer_flags(s: Scan, kind: str, relaxed_ratio: float = 100.0) -> np.ndarray:
+def layer_flags(s: Scan, ma_criterion: str, ma_relaxed_ratio: float) -> np.ndarray:
     """bool [L + 1]: the layer's mean top-1 and mean ratio over the probe sequences meet the criterion."""
-    return meets(s.top_abs[..., 0].mean(1), s.ratio.mean(1), kind, relaxed_ratio)
+    return meets(s.top_abs[..., 0].mean(1), s.ratio.mean(1), ma_criterion, ma_relaxed_ratio)
 
 
 def modal(x: np.ndarray) -> int:
@@ -225,7 +169,7 @@ def modal(x: np.ndarray) -> int:
     return int(vals[np.argmax(counts)])
 
 
-def profile_table(s: Scan, relaxed_ratio: float = 100.0) -> pd.DataFrame:
+def profile_table(s: Scan, ma_relaxed_ratio: float) -> pd.DataFrame:
     """One row per layer (-1 = embeddings): top-1/2/3 and median |h| (mean, std over sequences), the
     ratio's mean, std, SEM and log10 mean, both criteria's flags, and the modal top-1 position and dim."""
     n = s.median.shape[1]
@@ -237,7 +181,7 @@ def profile_table(s: Scan, relaxed_ratio: float = 100.0) -> pd.DataFrame:
         "ratio": ratio.mean(1), "ratio_std": ratio.std(1),
         "ratio_sem": ratio.std(1, ddof=1) / np.sqrt(n) if n > 1 else np.full(len(ratio), np.nan),
         "log10_ratio": np.log10(ratio).mean(1),
-        "sun": layer_flags(s, "sun"), "relaxed": layer_flags(s, "relaxed", relaxed_ratio),
+        "sun": layer_flags(s, "sun", ma_relaxed_ratio), "relaxed": layer_flags(s, "relaxed", ma_relaxed_ratio),
         "top1_pos": [modal(p) for p in s.pos[..., 0]], "top1_dim": [modal(d) for d in s.dim[..., 0]],
         "top1_pos_share": [float(np.mean(p == modal(p))) for p in s.pos[..., 0]],
     }
@@ -256,30 +200,31 @@ def topk_table(s: Scan, token_text: Sequence[Sequence[str]]) -> pd.DataFrame:
         "median": np.repeat(s.median.ravel(), k), "ratio": (s.top_abs / s.median[..., None]).ravel()})
 
 
-def me_layer(s: Scan, kind: str = "sun", relaxed_ratio: float = 100.0) -> dict:
-    """The ME layer and the MA sites it creates.
+def me_layer(s: Scan, ma_criterion: str, ma_relaxed_ratio: float) -> dict:
+    """The ME layer and the MA sites it creates, under criterion ``ma_criterion``.
 
-    Returns a dict: ``criterion``, ``found``, ``me_layer`` (first layer meeting the criterion, or None),
+    Returns a dict: ``criterion``, ``relaxed_ratio``, ``found``, ``me_layer`` (first layer meeting the criterion, or None),
     ``first_layer`` for both criteria, ``jump_layer`` (largest rise of mean log10 ratio from the layer
     before, embeddings included), ``ma_pos`` (modal top-1 position at the ME layer) with its share of
     sequences, and ``ma_dims``: the dims whose entry at ``ma_pos`` meets the criterion among the top-k
     in at least half of the sequences at some layer >= the ME layer, most frequent first.
     """
-    abs_min, ratio_min = thresholds(kind, relaxed_ratio)
+    abs_min, ratio_min = thresholds(ma_criterion, ma_relaxed_ratio)
     log_ratio = np.log10(s.ratio).mean(1)
     jump = int(np.argmax(np.diff(log_ratio)))  # diff index i is layer i (from layer i - 1)
     firsts = {}
     for c in MA_CRITERIA:
-        hit = np.flatnonzero(layer_flags(s, c, relaxed_ratio)[1:])  # decoder layers only
+        hit = np.flatnonzero(layer_flags(s, c, ma_relaxed_ratio)[1:])  # decoder layers only
         firsts[c] = int(hit[0]) if hit.size else None
-    out = {"criterion": kind, "relaxed_ratio": relaxed_ratio, "first_layer": firsts, "jump_layer": jump,
-           "jump_log10": float(np.diff(log_ratio)[jump]), "me_layer": firsts[kind], "found": firsts[kind] is not None}
+    out = {"criterion": ma_criterion, "relaxed_ratio": ma_relaxed_ratio, "first_layer": firsts, "jump_layer": jump,
+           "jump_log10": float(np.diff(log_ratio)[jump]), "me_layer": firsts[ma_criterion],
+           "found": firsts[ma_criterion] is not None}
     if not out["found"]:
         out.update(ma_pos=None, ma_pos_share=None, ma_dims=[], reason=(
-            f"no decoder layer meets the {kind} criterion (mean top-1 > {abs_min:g} and ratio >= {ratio_min:g}); "
+            f"no decoder layer meets the {ma_criterion} criterion (mean top-1 > {abs_min:g} and ratio >= {ratio_min:g}); "
             f"largest mean ratio {float(s.ratio.mean(1)[1:].max()):.3g} at layer {int(np.argmax(s.ratio.mean(1)[1:]))}"))
         return out
-    i = firsts[kind] + 1
+    i = firsts[ma_criterion] + 1
     pos = modal(s.pos[i, :, 0])
     massive = (s.pos == pos) & (s.top_abs > abs_min) & (s.top_abs >= ratio_min * s.median[..., None])  # [L+1, N, k]
     n = s.median.shape[1]
@@ -308,29 +253,41 @@ def propagation(s: Scan, ma_pos: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# --------------------------------------------------------------------------------------------------
-# token classes
+@torch.no_grad()
+def independent_scan(model: nn.Module, tokens: np.ndarray, ma_criterion: str, ma_relaxed_ratio: float) -> dict:
+    """The ME layer, MA position and top-1 dim found without :func:`scan`: a cross-check of it.
+
+    Reads HF's own ``output_hidden_states`` (no hooks of ours) for ``tokens`` int [N, T] in one forward
+    pass and reduces them with numpy (exact max and median of |h| in float64). HF returns the last
+    decoder layer's output after the final norm, so only layers 0 .. L-2 are scanned: it agrees with
+    :func:`me_layer` when that finds no ME layer or one below L-1.
+
+    Returns ``{"me_layer": None}`` when no scanned layer meets the criterion, else ``me_layer``,
+    ``ma_pos`` (modal top-1 position at the ME layer) and ``top1_dim`` (modal top-1 dim there;
+    :func:`me_layer` lists it among ``ma_dims``). Memory: float64 [L-1, N, T, d_model] on the host.
+    """
+    if model.config.num_hidden_layers < 2:
+        raise ValueError("an independent scan needs at least 2 decoder layers (HF's last one is post-norm)")
+    ids = torch.as_tensor(np.array(tokens), device=next(model.parameters()).device)
+    hs = model.base_model(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
+    # hidden_states[l + 1] is layer l's output, except the last, which HF returns after the final norm
+    a = np.stack([h.abs().double().cpu().numpy() for h in hs[1:-1]])  # [L-1, N, T, d]
+    flat = a.reshape(a.shape[0], a.shape[1], -1)
+    top, med = flat.max(2), np.median(flat, axis=2)
+    hit = meets(top.mean(1), (top / med).mean(1), ma_criterion, ma_relaxed_ratio)
+    if not hit.any():
+        return {"me_layer": None}
+    me_l = int(np.argmax(hit))
+    pos, dim = np.divmod(flat[me_l].argmax(1), a.shape[3])
+    return {"me_layer": me_l, "ma_pos": int(np.bincount(pos).argmax()), "top1_dim": int(np.bincount(dim).argmax())}
 
 
-def _bare(token: str) -> str:
-    return token.strip(_SPACE_MARKERS)
-
-
-def token_class(token: str, first: bool = False) -> str:
-    """``first`` (position 0 / BOS), ``punctuation`` (only punctuation, symbols or whitespace),
-    ``function`` (in :data:`STOP_WORDS`, case-insensitive) or ``content``."""
-    if first:
-        return "first"
-    bare = _bare(token)
-    if all(unicodedata.category(c)[0] in "PSZC" or c in string.whitespace for c in bare):
-        return "punctuation"  # an empty token (pure whitespace) counts here too
-    return "function" if bare.lower() in STOP_WORDS else "content"
-
-
-def token_classes(tokenizer, tokens: np.ndarray) -> np.ndarray:
-    """Class of every token of ``tokens`` int [N, T] as str [N, T]; position 0 is ``first``."""
-    tokens = np.asarray(tokens)
-    vocab = {int(t): token_class(tokenizer.decode([int(t)])) for t in np.unique(tokens)}
-    out = np.vectorize(vocab.__getitem__, otypes=[object])(tokens)
-    out[:, 0] = "first"
-    return out.astype(str)
+def around_me_layer(profile: pd.DataFrame, me_info: dict, width: int = 2) -> pd.DataFrame:
+    """The rows of a profile table (column ``model``, ``layer``) within ``width`` layers of each model's ME
+    layer (the embeddings and the first layers when a model has none)."""
+    keep = []
+    for name, sel in profile.groupby("model", sort=False):
+        me = (me_info.get(name) or {}).get("me_layer")
+        centre = me if me is not None else -1
+        keep.append(sel[(sel.layer >= centre - width) & (sel.layer <= centre + width)])
+    return pd.concat(keep) if keep else profile.head(0)

@@ -13,6 +13,7 @@ take about a second instead of half a minute.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import os
@@ -20,11 +21,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+from .provenance import sha256_file
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
+if TYPE_CHECKING:  # torch is imported where a model is loaded: resolving a name must stay cheap
+    import torch
 
 
 class UnknownModelError(ValueError):
@@ -129,14 +131,6 @@ def registry_table() -> str:
     return "\n".join(f"  {k:24s} {v.description}" for k, v in REGISTRY.items())
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -174,12 +168,18 @@ def _offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def _gguf_cache(path: Path) -> tuple[Path, str]:
+    """(folder of the dequantised safetensors copy of a GGUF file, the file's sha256)."""
+    digest = sha256_file(path)
+    return cache_dir() / "models" / f"{path.stem}-{digest[:16]}", digest
+
+
 def _load_gguf(path: Path, dtype: torch.dtype) -> tuple[torch.nn.Module, Any, str]:
     """Dequantise a GGUF file once and cache it as safetensors; later calls load the cache."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    digest = sha256_file(path)
-    cached = cache_dir() / "models" / f"{path.stem}-{digest[:16]}"
+    cached, digest = _gguf_cache(path)
     if not (cached / "config.json").exists():
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
@@ -214,17 +214,72 @@ def _looks_like_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
 
 
-def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", device: str = "cpu",
-               seed: int = 0) -> LoadedModel:
+def resolve(name: str) -> str:
+    """How ``name`` will load, checked without loading weights: ``"registry"``, ``"tiny"``, ``"gguf"``
+    (a local .gguf file), ``"local"`` (a ``save_pretrained`` folder) or ``"hub-cache"`` (an HF id found in
+    the local cache). Raises :class:`UnknownModelError` naming the problem (a misspelled name lists the
+    registry), so a run can refuse a bad model before it creates anything."""
+    if name in REGISTRY:
+        spec = REGISTRY[name]
+        if isinstance(spec, TinySpec):
+            return "tiny"
+        _package_dir(spec.package)
+        return "registry"
+    path = Path(name).expanduser()
+    if path.exists():
+        if path.suffix == ".gguf":
+            return "gguf"
+        if not (path / "config.json").exists():
+            raise UnknownModelError(f"{path} is a folder without config.json: not a saved model")
+        return "local"
+    if _looks_like_hub_id(name):
+        _offline()
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            raise UnknownModelError(
+                f"could not load {name!r} offline: it is not in the local Hugging Face cache "
+                f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE')}). Download it where you have network, "
+                "or pass a local path.")
+        return "hub-cache"
+    close = difflib.get_close_matches(name, list(REGISTRY), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise UnknownModelError(
+        f"unknown model {name!r}{hint}: not a registry name, an existing path or an HF id (org/name).\n"
+        f"Registry:\n{registry_table()}")
+
+
+def load_tokenizer(name: str):
+    """The tokenizer of model ``name`` alone (no weights; None for ``tiny-*`` test models): for a phase
+    that only needs token strings or ids."""
+    from transformers import AutoTokenizer
+
+    kind = resolve(name)
+    if kind == "tiny":
+        return None
+    if kind in ("registry", "gguf"):
+        path = gguf_path(REGISTRY[name]) if kind == "registry" else Path(name).expanduser().resolve()
+        cached, _ = _gguf_cache(path)
+        if (cached / "tokenizer_config.json").exists():
+            return AutoTokenizer.from_pretrained(cached)
+        return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    return AutoTokenizer.from_pretrained(str(Path(name).expanduser()) if kind == "local" else name)
+
+
+def load_model(name: str, *, dtype: str, device: str, seed: int) -> LoadedModel:
     """Load a causal LM offline, in eval mode, on ``device``.
 
     Parameters
     ----------
     name : registry name, local path (folder or ``.gguf``) or HF id already in the local cache.
-    dtype : ``"float32"`` (default, reproducible on CPU), ``"bfloat16"`` or ``"float16"``.
+    dtype : ``"float32"`` (reproducible on CPU), ``"bfloat16"`` or ``"float16"``.
+    device : torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
     seed : seeds the random initialisation of ``tiny-*`` models.
     """
+    import torch
+
     _offline()
+    resolve(name)  # a clear error for an unknown name, a missing package or an uncached HF id
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     if name in REGISTRY:
         spec = REGISTRY[name]
@@ -257,9 +312,5 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", 
                 f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE')}). Download it where you have network, "
                 f"or pass a local path.\n({err})") from err
         loaded = LoadedModel(name, model, tokenizer, "hub-cache", getattr(model.config, "_commit_hash", "") or "")
-    else:
-        raise UnknownModelError(
-            f"unknown model {name!r}: not a registry name, an existing path or an HF id (org/name).\n"
-            f"Registry:\n{registry_table()}")
     loaded.model.to(device).eval()
     return loaded

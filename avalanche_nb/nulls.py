@@ -34,10 +34,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .avalanches import _as_lattice, _as_valid, _ratios  # the same checks and 0-safe ratios as `branching`
+from .options import NULL_DIRECTIONS, NULLS
 
-NULLS: tuple[str, ...] = ("n1", "n2", "n3")
-DIRECTIONS: tuple[str, ...] = ("time", "depth", "diag", "tot")
+from .avalanches import check_lattice, check_valid, ratios  # the same checks and 0-safe ratios as `branching`
+
 STATS: tuple[str, ...] = ("mean", "lo", "hi", "sd", "delta", "z")
 
 CHUNK_ENV = "AVALANCHE_NB_NULL_CHUNK_MB"  # working-memory budget of one chunk of draws, in MB (default 256)
@@ -50,8 +50,8 @@ _SENTINEL = np.uint32(0xFFFFFFFF)  # sort key of a slot that may not be picked (
 
 def _check_lattice(X: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """``X`` as bool [N, T, L] and ``valid`` as bool [N, T] (all True when None), checked."""
-    X = _as_lattice(X, "occupancy X").astype(bool, copy=False)
-    valid = _as_valid(valid, X)
+    X = check_lattice(X, "occupancy X").astype(bool, copy=False)
+    valid = check_valid(valid, X)
     if valid is None:
         valid = np.ones(X.shape[:2], bool)
     if (X & ~valid[:, :, None]).any():
@@ -362,7 +362,7 @@ def branching_batch(Xs: np.ndarray) -> dict[str, np.ndarray]:
         "diag": _count(Xs[:, :, :-1, :-1] & Xs[:, :, 1:, 1:], sites),
     }
     dens = {"time": total - last_t, "depth": total - last_l, "diag": total - last_t - last_l + corner}
-    out = {d: _ratios(nums[d], dens[d]) for d in ("time", "depth", "diag")}
+    out = {d: ratios(nums[d], dens[d]) for d in ("time", "depth", "diag")}
     out["tot"] = out["time"] + out["depth"]
     return out
 
@@ -404,7 +404,7 @@ def null_branching(X: np.ndarray, valid: np.ndarray | None, nulls: tuple[str, ..
     Returns
     -------
     ``{"observed": {dir: float}, null: {dir: {"mean", "lo", "hi", "sd", "delta", "z"}}}`` for dir in
-    ``DIRECTIONS``: the null mean, 2.5th / 97.5th percentiles, sd (ddof=1), delta = observed - mean and
+    ``NULL_DIRECTIONS``: the null mean, 2.5th / 97.5th percentiles, sd (ddof=1), delta = observed - mean and
     z = delta / sd (NaN when sd is 0 or undefined). Draws whose ratio is NaN (empty denominator) are
     left out of the summaries.
     """
@@ -419,20 +419,20 @@ def null_branching(X: np.ndarray, valid: np.ndarray | None, nulls: tuple[str, ..
         opts = {"trades": trades} if null == "n3" else {}
         parts = [branching_batch(draws(X, valid, null, min(step, K - i), seed=seed, start=i, **opts))
                  for i in range(0, K, step)]
-        result[null] = {d: _summary(observed[d], np.concatenate([p[d] for p in parts])) for d in DIRECTIONS}
+        result[null] = {d: _summary(observed[d], np.concatenate([p[d] for p in parts])) for d in NULL_DIRECTIONS}
     return result
 
 
 def flat_rows(result: dict) -> dict[str, float]:
     """Flatten a ``null_branching`` result to the gain-sweep table's columns.
 
-    For dir in ``DIRECTIONS`` and null in ``NULLS``: ``{null}_b_{dir}_mean``, ``{null}_b_{dir}_lo``,
+    For dir in ``NULL_DIRECTIONS`` and null in ``NULLS``: ``{null}_b_{dir}_mean``, ``{null}_b_{dir}_lo``,
     ``{null}_b_{dir}_hi``, ``delta_b_{dir}_{null}``, ``z_{dir}_{null}`` (60 columns, in that order);
     NaN for a null the result does not hold.
     """
     empty = {s: math.nan for s in STATS}
     row: dict[str, float] = {}
-    for d in DIRECTIONS:
+    for d in NULL_DIRECTIONS:
         for null in NULLS:
             s = result.get(null, {}).get(d, empty)
             row[f"{null}_b_{d}_mean"] = float(s["mean"])

@@ -19,6 +19,8 @@ THRESHOLD_MODES = ("fixed", "rate_matched")
 ADJACENCIES = ("von_neumann", "moore", "causal")
 #: marginal-preserving null models: token permutation, circular shift, curveball
 NULLS = ("n1", "n2", "n3")
+#: directions of the co-occupancy branching ratio (tot = time + depth)
+NULL_DIRECTIONS = ("time", "depth", "diag", "tot")
 #: where the gain acts in the sweep (the seed's ablations)
 ABLATIONS = ("all", "early", "mid", "late", "attn", "shuffled")
 #: pre-registered g* rules

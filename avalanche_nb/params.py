@@ -9,6 +9,7 @@ with the same defaults (a test checks that they agree); the README's table is ge
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -16,7 +17,7 @@ from typing import Any, Callable
 import yaml
 
 from .options import (ABLATIONS, ADJACENCIES, ARC_SUBSETS, GSTAR_RULE_RENAMED, GSTAR_RULES, MA_CRITERIA,
-                      MA_INTERVENTIONS, TARGET_PROFILES, TEXT_SOURCES, check_gain_grid)
+                      MA_INTERVENTIONS, TARGET_PROFILES, TEXT_SOURCES, check_gain_grid, gstar_rule)
 
 
 class ParamsError(ValueError):
@@ -68,13 +69,13 @@ NUM = (int, float)
 
 
 def _architectures(v):
-    from .training import parse_architecture
+    from .training import parse_spec
 
     if not v:
         return "must list at least one architecture"
     for spec in v:
         try:
-            parse_architecture(spec)
+            parse_spec(spec)
         except ValueError as err:
             return str(err)
     return None
@@ -181,12 +182,58 @@ SCHEMA: dict[str, Param] = {
                                "ratio; e.g. the released Pythia data); null: none", nullable=True),
 }
 
-#: keys the runner injects into every notebook (not user params)
-RUNNER_KEYS = ("run_dir", "phase")
+#: the one notebook parameter the runner injects (papermill's ``parameters`` cell): the run folder
+RUNNER_KEYS = ("run_dir",)
+PARAMS_FILE = "params.yaml"  # a run folder's resolved params
 
 
 def defaults() -> dict[str, Any]:
     return {k: (list(p.default) if isinstance(p.default, list) else p.default) for k, p in SCHEMA.items()}
+
+
+class Params(Mapping):
+    """Resolved params: every schema key, validated; read-only, keys also as attributes (``p.gains``).
+
+    Build with :func:`validate`, :func:`load` or :func:`for_run`; ``dict(p)`` gives a plain copy.
+    """
+
+    def __init__(self, values: dict[str, Any]):
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise KeyError(unknown_key_message(key, self._values)) from None
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(unknown_key_message(key, self._values)) from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("params are read-only: derive a new set with params.validate(dict(p) | {...})")
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Mapping) and dict(self) == dict(other)
+
+    def __repr__(self) -> str:
+        return f"Params({self._values!r})"
+
+    def __getstate__(self) -> dict:  # Ray and multiprocessing pickle params
+        return self._values
+
+    def __setstate__(self, state: dict) -> None:
+        object.__setattr__(self, "_values", dict(state))
 
 
 def _check_value(key: str, value: Any) -> None:
@@ -220,30 +267,49 @@ def _renamed_values(params: dict[str, Any]) -> dict[str, Any]:
     """Old option names (e.g. ``gstar_rule: delta_b_max``) replaced by their new names, with a message."""
     rule = params.get("gstar_rule")
     if isinstance(rule, str) and rule in GSTAR_RULE_RENAMED:
-        import warnings
-
-        new = GSTAR_RULE_RENAMED[rule]
-        warnings.warn(f"params key 'gstar_rule': {rule!r} is now called {new!r}; using {new!r}", FutureWarning,
-                      stacklevel=3)
-        return params | {"gstar_rule": new}
+        return params | {"gstar_rule": gstar_rule(rule)}
     return params
 
 
-def validate(params: dict[str, Any]) -> dict[str, Any]:
+def _cross_key_errors(p: dict[str, Any]) -> list[str]:
+    """Constraints between keys that each key's own check cannot see."""
+    errors = []
+    if p["train_warmup"] > p["train_steps"]:
+        errors.append(f"train_warmup={p['train_warmup']} exceeds train_steps={p['train_steps']}: the learning "
+                      "rate would never reach train_lr")
+    if p["train_checkpoint_every"] > p["train_steps"]:
+        errors.append(f"train_checkpoint_every={p['train_checkpoint_every']} exceeds train_steps="
+                      f"{p['train_steps']}: only the powers of two would be recorded")
+    if p["train_tokens"] // p["train_window"] <= p["train_probe_sequences"]:
+        errors.append(f"train_tokens={p['train_tokens']} make {p['train_tokens'] // p['train_window']} windows of "
+                      f"train_window={p['train_window']}: too few for train_probe_sequences="
+                      f"{p['train_probe_sequences']} probes and training")
+    if p["window"] < p["ma_top_k"]:
+        errors.append(f"window={p['window']} is shorter than ma_top_k={p['ma_top_k']} (the MA scan keeps the "
+                      "top-k entries of each window)")
+    if p["n_heatmaps"] > p["n_sequences"]:
+        errors.append(f"n_heatmaps={p['n_heatmaps']} exceeds n_sequences={p['n_sequences']}")
+    return errors
+
+
+def validate(params: Mapping[str, Any]) -> Params:
     """Defaults overlaid with ``params``; raises ParamsError naming the first bad key."""
-    if not isinstance(params, dict):
+    if not isinstance(params, Mapping):
         raise ParamsError(f"params must be a mapping of keys to values, got {type(params).__name__}")
     for key in params:
         if key not in SCHEMA:
             raise ParamsError(unknown_key_message(key, SCHEMA))
-    params = _renamed_values(params)
+    params = _renamed_values(dict(params))
     merged = defaults() | params
     for key, value in merged.items():
         _check_value(key, value)
-    return merged
+    errors = _cross_key_errors(merged)
+    if errors:
+        raise ParamsError("inconsistent params: " + "; ".join(errors))
+    return Params(merged)
 
 
-def load(path: str | Path) -> dict[str, Any]:
+def load(path: str | Path) -> Params:
     """Read and validate a YAML params file (an empty file means all defaults)."""
     path = Path(path)
     if not path.exists():
@@ -255,8 +321,21 @@ def load(path: str | Path) -> dict[str, Any]:
         raise ParamsError(f"{path}: {err}") from None
 
 
+def for_run(run_dir: str | Path | None) -> Params:
+    """The params a phase notebook works with: the run folder's resolved ``params.yaml``, or, opened
+    interactively without a run (``run_dir`` empty), the schema's defaults."""
+    if not run_dir:
+        return validate({})
+    return load(Path(run_dir) / PARAMS_FILE)
+
+
+def dump(p: Mapping[str, Any]) -> str:
+    """YAML text of resolved params (sorted keys), as a run folder stores them."""
+    return yaml.safe_dump(dict(p), sort_keys=True)
+
+
 def markdown_table() -> str:
-    """The README's params table."""
+    """The params reference table (docs/PARAMS.md)."""
     rows = ["| key | default | meaning |", "| --- | --- | --- |"]
     rows += [f"| `{k}` | `{p.default}` | {p.help} |" for k, p in SCHEMA.items()]
     return "\n".join(rows)

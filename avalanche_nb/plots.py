@@ -71,6 +71,46 @@ def per_layer(values: dict[str, np.ndarray], title: str, yaxis: str, log: bool =
     return fig
 
 
+def rate_targets(thresholds: dict, spike_defs: Sequence[str]) -> go.Figure:
+    """Per layer: the target neuron rate (one line: both spike definitions share the targets) with each
+    spike definition's achieved rate as markers (log scale), and the rate-matched thresholds ``tau``."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("neuron firing rate per layer", "rate-matched threshold"))
+    first = thresholds[spike_defs[0]]
+    layers = np.arange(len(first.tau))
+    fig.add_trace(go.Scatter(x=layers, y=first.target, mode="lines", name="target", line=dict(color="#999", width=6)),
+                  row=1, col=1)
+    for d, symbol in zip(spike_defs, ("circle", "x")):
+        th = thresholds[d]
+        fig.add_trace(go.Scatter(x=layers, y=th.rate, mode="markers", name=f"achieved ({d})",
+                                 marker=dict(symbol=symbol, size=8)), row=1, col=1)
+        fig.add_trace(go.Scatter(x=layers, y=th.tau, mode="lines+markers", name=f"tau ({d})"), row=1, col=2)
+    fig.update_yaxes(type="log", title_text="rate (spikes per neuron and site)", row=1, col=1)
+    fig.update_yaxes(title_text="tau (z units)", row=1, col=2)
+    fig.update_xaxes(title_text="layer")
+    fig.update_layout(height=420)
+    return fig
+
+
+def branching_per_layer(table) -> go.Figure:
+    """``b_time`` and ``b_depth`` per layer (columns spike_def, layer, b_time, b_depth), one panel per
+    spike definition on a shared y axis."""
+    from plotly.subplots import make_subplots
+
+    defs = list(dict.fromkeys(table.spike_def))
+    fig = make_subplots(rows=1, cols=len(defs), shared_yaxes=True, subplot_titles=[f"{d} spikes" for d in defs])
+    for j, d in enumerate(defs, 1):
+        sel = table[table.spike_def == d]
+        for col, colour in (("b_time", "#1f77b4"), ("b_depth", "#d62728")):
+            fig.add_trace(go.Scatter(x=sel.layer, y=sel[col], mode="lines+markers", name=col, legendgroup=col,
+                                     showlegend=j == 1, line_color=colour), row=1, col=j)
+    fig.update_xaxes(title_text="layer")
+    fig.update_yaxes(title_text="b (fraction of occupied sites)", row=1, col=1)
+    fig.update_layout(title="co-occupancy branching per layer", height=400)
+    return fig
+
+
 def ccdf(samples: dict[str, np.ndarray], title: str, xaxis: str,
          fits: dict[str, tuple[float, float]] | None = None) -> go.Figure:
     """Empirical complementary CDFs P(X >= x) on log-log axes, one trace per key.
@@ -122,14 +162,74 @@ def null_bands(rows, direction: str, title: str) -> go.Figure:
 
 
 def delta_b(rows, title: str) -> go.Figure:
-    """delta-b (observed minus null mean) vs g for every direction and null."""
+    """delta-b (observed minus null mean) vs g with the null's 95% interval around 0, one panel per
+    direction (time, depth, diag, tot), one line per null: a reader follows three lines per panel."""
+    from plotly.subplots import make_subplots
+
+    directions = ("time", "depth", "diag", "tot")
+    fig = make_subplots(rows=1, cols=4, shared_yaxes=True, subplot_titles=[f"b_{d}" for d in directions])
+    colours = plotly.colors.qualitative.Plotly
+    g = rows["g"].to_numpy()
+    for j, d in enumerate(directions, 1):
+        for i, (null, name) in enumerate(NULL_NAMES.items()):
+            mean = rows[f"{null}_b_{d}_mean"].to_numpy()
+            lo, hi = rows[f"{null}_b_{d}_lo"].to_numpy() - mean, rows[f"{null}_b_{d}_hi"].to_numpy() - mean
+            fig.add_trace(go.Scatter(x=np.r_[g, g[::-1]], y=np.r_[hi, lo[::-1]], fill="toself", opacity=0.15,
+                                     line_width=0, fillcolor=colours[i], showlegend=False, hoverinfo="skip",
+                                     legendgroup=null), row=1, col=j)
+            fig.add_trace(go.Scatter(x=g, y=rows[f"delta_b_{d}_{null}"], mode="lines+markers", name=name,
+                                     legendgroup=null, showlegend=j == 1, line_color=colours[i]), row=1, col=j)
+        fig.add_hline(y=0, line_color="gray", row=1, col=j)
+    fig.update_xaxes(title_text="g")
+    fig.update_yaxes(title_text="delta-b (observed − null mean)", row=1, col=1)
+    fig.update_layout(title=title + " (band: the null's 95% interval around its mean)", height=420)
+    return fig
+
+
+def by_ablation(rows, column: str, title: str, yaxis: str) -> go.Figure:
+    """``column`` vs g for every ablation (lines), one panel per spike definition, shared y axis."""
+    from plotly.subplots import make_subplots
+
+    defs = list(dict.fromkeys(rows.spike_def))
+    fig = make_subplots(rows=1, cols=len(defs), shared_yaxes=True, subplot_titles=[f"{d} spikes" for d in defs])
+    colours = plotly.colors.qualitative.Plotly
+    for j, d in enumerate(defs, 1):
+        for i, (a, sel) in enumerate(rows[rows.spike_def == d].groupby("ablation", sort=False)):
+            sel = sel.sort_values("g")
+            fig.add_trace(go.Scatter(x=sel.g, y=sel[column], mode="lines+markers", name=a, legendgroup=a,
+                                     showlegend=j == 1, line_color=colours[i % len(colours)]), row=1, col=j)
+    fig.update_xaxes(title_text="g")
+    fig.update_yaxes(title_text=yaxis, row=1, col=1)
+    fig.update_layout(title=title, height=420)
+    return fig
+
+
+def rate_vs_gain(rows) -> go.Figure:
+    """Mean neuron rate vs g per spike definition: fixed thresholds (solid) move with g, rate-matched
+    ones (dashed) stay on target."""
     fig = go.Figure()
-    for direction in ("time", "depth", "diag", "tot"):
-        for null in NULL_NAMES:
-            fig.add_trace(go.Scatter(x=rows["g"], y=rows[f"delta_b_{direction}_{null}"], mode="lines+markers",
-                                     name=f"{direction} · {null}"))
-    fig.add_hline(y=0, line_color="gray")
-    fig.update_layout(title=title, xaxis_title="g", yaxis_title="delta-b", height=420)
+    for (d, mode), sel in rows.groupby(["spike_def", "threshold_mode"]):
+        fig.add_trace(go.Scatter(x=sel.g, y=sel.rate_mean, mode="lines+markers", name=f"{d} · {mode}",
+                                 line_dash="dash" if mode == "rate_matched" else "solid"))
+    fig.update_layout(title="mean neuron firing rate vs gain", xaxis_title="g",
+                      yaxis_title="rate (spikes per neuron and site)", height=400)
+    return fig
+
+
+def crackling(rows) -> go.Figure:
+    """The crackling exponent gamma vs g (bootstrap 95% CI) per spike definition, with the value the
+    tail exponents predict (dotted)."""
+    fig = go.Figure()
+    colours = plotly.colors.qualitative.Plotly
+    for i, (d, s) in enumerate(rows.groupby("spike_def", sort=False)):
+        s = s.sort_values("g")
+        fig.add_trace(go.Scatter(x=s.g, y=s.gamma, mode="lines+markers", name=f"{d}: gamma", line_color=colours[i],
+                                 error_y=dict(type="data", symmetric=False, array=s.gamma_hi - s.gamma,
+                                              arrayminus=s.gamma - s.gamma_lo)))
+        fig.add_trace(go.Scatter(x=s.g, y=s.gamma_pred, mode="lines", line=dict(dash="dot", color=colours[i]),
+                                 name=f"{d}: (alpha_D − 1)/(alpha_S − 1)"))
+    fig.update_layout(title="crackling exponent vs g (rate-matched): E[size | D] ∝ D^gamma", xaxis_title="g",
+                      yaxis_title="gamma", height=400)
     return fig
 
 
@@ -147,8 +247,8 @@ def gstar_evidence(evidence, picks: dict[str, float], rule: str) -> go.Figure:
         fig.add_trace(go.Scatter(x=evidence.g, y=evidence[col], mode="lines+markers", showlegend=False,
                                  error_y=dict(type="data", array=evidence[f"{col}_se"])), row=1, col=i)
     fig.add_vline(x=picks[rule], line_dash="dot", line_color="crimson")
-    fig.update_layout(title=f"g* criteria on Dataset A (±1 bootstrap SE); g* = {picks[rule]:g} by {rule}; "
-                            f"all rules: {picks}", height=380)
+    fig.update_layout(title=f"g* criteria on Dataset A (±1 bootstrap SE); g* = {picks[rule]:g} by {rule}",
+                      height=380)
     fig.update_xaxes(title_text="g")
     return fig
 
@@ -196,12 +296,36 @@ def ma_profile(profile, me: dict, title: str) -> go.Figure:
     return fig
 
 
-def layer_head_heatmap(table, value: str, title: str, diverging: bool = False) -> go.Figure:
-    """Layer × head heatmap of ``table[value]`` (rows: layer, head)."""
+def layer_head_heatmap(table, value: str, title: str) -> go.Figure:
+    """Layer × head heatmap of ``table[value]`` (rows: layer, head), one tick per layer and head."""
     grid = table.pivot(index="layer", columns="head", values=value)
     fig = go.Figure(go.Heatmap(z=grid.values, x=grid.columns, y=grid.index, colorbar=dict(title=value),
-                               colorscale="RdBu_r" if diverging else "Viridis", zmid=0 if diverging else None))
-    fig.update_layout(title=title, xaxis_title="head", yaxis_title="layer", height=420)
+                               colorscale="Viridis"))
+    fig.update_layout(title=title, height=420, xaxis=dict(title="head", dtick=1), yaxis=dict(title="layer", dtick=1))
+    return fig
+
+
+def sink_changes(sink, modes: Sequence[str], name: str) -> go.Figure:
+    """Change of the attention-sink mass per layer × head under each MA edit (columns intervention, layer,
+    head, sink), side by side on one symmetric colour scale: an edit that moves nothing stays blank
+    instead of showing its numerical noise at full contrast."""
+    from plotly.subplots import make_subplots
+
+    base = sink[sink.intervention == "none"]
+    grids = {}
+    for mode in modes:
+        edited = sink[sink.intervention == mode].merge(base, on=["layer", "head"], suffixes=("", "_none"))
+        grids[mode] = (edited.assign(change=edited.sink - edited.sink_none)
+                       .pivot(index="layer", columns="head", values="change"))
+    zmax = max([float(np.nanmax(np.abs(g.values))) for g in grids.values()] + [1e-12])
+    fig = make_subplots(rows=1, cols=len(grids), shared_yaxes=True,
+                        subplot_titles=[f"{m} (max |change| {np.nanmax(np.abs(g.values)):.2g})" for m, g in grids.items()])
+    for j, (mode, g) in enumerate(grids.items(), 1):
+        fig.add_trace(go.Heatmap(z=g.values, x=g.columns, y=g.index, colorscale="RdBu_r", zmin=-zmax, zmax=zmax,
+                                 showscale=j == len(grids), colorbar=dict(title="Δ sink")), row=1, col=j)
+        fig.update_xaxes(title_text="head", dtick=1, row=1, col=j)
+    fig.update_yaxes(title_text="layer", dtick=1, row=1, col=1)
+    fig.update_layout(title=f"{name}: change of the attention mass on the first token (edited − unedited)", height=440)
     return fig
 
 
@@ -218,4 +342,70 @@ def ratio_by_layer(table, group: Sequence[str], title: str, me_layer: int | None
     if threshold:
         fig.add_hline(y=threshold, line_dash="dash", line_color="grey", annotation_text="criterion")
     fig.update_layout(title=title, xaxis_title="layer", yaxis_title="top-1 / median |h|", yaxis_type="log", height=420)
+    return fig
+
+
+def replication_curves(curves, relation: str) -> go.Figure:
+    """Per-gain curves of every model (``replication.parquet``), one panel per measure, g* starred."""
+    from plotly.subplots import make_subplots
+
+    panels = (("rate_fixed", "rate (fixed tau)"), ("b_tot", "b_tot (rate-matched)"), ("z_tot_n1", "delta-b z (N1)"),
+              ("chi_perc", "chi_perc (sites)"), ("perplexity_b", "B perplexity"), ("arc_acc", "ARC acc (grid)"))
+    fig = make_subplots(rows=2, cols=3, subplot_titles=[t for _, t in panels])
+    colours = plotly.colors.qualitative.Plotly
+    for i, (name, sel) in enumerate(curves.groupby("model", sort=False)):
+        for j, (col, _) in enumerate(panels):
+            r, c = j // 3 + 1, j % 3 + 1
+            fig.add_trace(go.Scatter(x=sel.g, y=sel[col], mode="lines+markers", name=name, legendgroup=name,
+                                     showlegend=j == 0, line_color=colours[i % len(colours)]), row=r, col=c)
+            star = sel[sel.is_gstar]
+            fig.add_trace(go.Scatter(x=star.g, y=star[col], mode="markers", showlegend=False, legendgroup=name,
+                                     marker=dict(symbol="star", size=14, color=colours[i % len(colours)])), row=r, col=c)
+    fig.update_layout(title=f"replication ({relation}): curves vs gain, g* starred", height=700)
+    fig.update_xaxes(title_text="g")
+    return fig
+
+
+def trajectory_fits(ratio, fits, name: str) -> go.Figure:
+    """One model's top-1/median ratio per layer over training (probe mean with its 95% interval), the
+    5-parameter fit (solid) and the step responses (dotted / dashed), drawn from ``fits.parquet``."""
+    from plotly.subplots import make_subplots
+
+    from .emergence import curve
+
+    sel = ratio[ratio.model == name]
+    layers = sorted(sel.layer.unique())
+    fig = make_subplots(rows=1, cols=len(layers), subplot_titles=[f"layer {l}" for l in layers], shared_yaxes=True)
+    styles = {"ma5": "solid", "step2_under": "dot", "step1": "dash"}
+    colours = dict(zip(styles, plotly.colors.qualitative.Plotly[1:]))
+    for j, layer in enumerate(layers, 1):
+        g = sel[sel.layer == layer].sort_values("step")
+        fig.add_trace(go.Scatter(x=g.step, y=g["mean"], mode="markers", name="probe mean (95% CI)", legendgroup="data",
+                                 showlegend=j == 1, marker_color="black",
+                                 error_y=dict(type="data", symmetric=False, array=g.ci_hi - g["mean"],
+                                              arrayminus=g["mean"] - g.ci_lo)), row=1, col=j)
+        dense = np.linspace(0, g.step.max(), 400)
+        rows = fits[(fits.model == name) & (fits.layer == layer) & fits.fit.isin(list(styles)) & fits.ok]
+        for row in rows.to_dict("records"):
+            fig.add_trace(go.Scatter(x=dense, y=curve(row, dense), mode="lines", legendgroup=row["fit"],
+                                     name=row["fit"], showlegend=j == 1,
+                                     line=dict(dash=styles[row["fit"]], color=colours[row["fit"]]),
+                                     hovertext=f"R² {row['r2']:.3f}"), row=1, col=j)
+    fig.update_layout(title=f"{name}: top-1 / median |h| over training", height=380)
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text="top-1 / median |h|", row=1, col=1)
+    return fig
+
+
+def fit_heatmap(ma5, column: str, title: str) -> go.Figure:
+    """``column`` of the ma5 fits per layer × model. Non-finite values (a peak at infinity, a failed fit) are
+    left blank and listed in the hover instead of stretching the colour scale."""
+    grid = ma5.pivot_table(index="layer", columns="model", values=column, aggfunc="first", dropna=False)
+    z = grid.to_numpy(float)
+    shown = np.where(np.isfinite(z), z, np.nan)
+    text = [[f"{v:.4g}" for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=shown, x=list(grid.columns), y=list(grid.index), text=text,
+                               hovertemplate="%{x}, layer %{y}: %{text}<extra></extra>", colorbar=dict(title=column)))
+    fig.update_layout(title=title, xaxis_title="model", height=360,
+                      yaxis=dict(title="layer", tickmode="array", tickvals=list(grid.index), dtick=1))
     return fig

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-FEATURES = ("layer_pos", "layer_pos2", "layer_pos3", "heads_per_hidden", "mlp_ratio", "width_per_depth",
-            "heads_per_layers", "log_hidden", "layer_x_depth")
+from .phases import PREDICTOR_FEATURES
+
+FEATURES = PREDICTOR_FEATURES
 
 
 def features(rows: pd.DataFrame) -> pd.DataFrame:
@@ -24,9 +25,20 @@ def features(rows: pd.DataFrame) -> pd.DataFrame:
         "log_hidden": np.log(rows.width), "layer_x_depth": rows.layer * rows.layers}, index=rows.index)
 
 
-def predict(rows: pd.DataFrame, targets: list[str], min_rows: int = 12, folds: int = 5, seed: int = 0) -> pd.DataFrame:
-    """Cross-validated R² (mean, std over folds) of Ridge and a random forest for each target column,
-    and the permutation importance of each feature; ``conclusive`` is False below ``min_rows`` rows."""
+def fitted_rows(fits: pd.DataFrame, specs: dict) -> pd.DataFrame:
+    """The successful ma5 fits of the trained models (``fits.parquet`` rows) with their architecture
+    columns ``layers, width, heads, mlp_ratio`` from ``specs`` (model name -> training spec); fits of
+    other models (e.g. ingested trajectories) are left out."""
+    rows = fits[(fits.fit == "ma5") & fits.ok & fits.model.isin(list(specs))].reset_index(drop=True)
+    for key in ("layers", "width", "heads", "mlp_ratio"):
+        rows[key] = [getattr(specs[m], key) for m in rows.model]
+    return rows
+
+
+def predict(rows: pd.DataFrame, targets: list[str], *, seed: int, min_rows: int = 12, folds: int = 5) -> pd.DataFrame:
+    """Cross-validated R² (mean, std over ``folds`` folds) of Ridge and a random forest for each target
+    column, and the permutation importance of each feature (folds, forest and permutations seeded with
+    ``seed``); ``conclusive`` is False below ``min_rows`` rows."""
     from sklearn.ensemble import RandomForestRegressor
     from sklearn.inspection import permutation_importance
     from sklearn.linear_model import RidgeCV
@@ -41,7 +53,8 @@ def predict(rows: pd.DataFrame, targets: list[str], min_rows: int = 12, folds: i
         y = rows[target].to_numpy(float) if target in rows else np.full(len(rows), np.nan)
         keep = np.isfinite(y)
         n = int(keep.sum())
-        base = {"target": target, "n_rows": n}
+        # every column on every row (NaN when inconclusive): the table's columns never depend on the data
+        base = {"target": target, "n_rows": n, "cv_r2": np.nan, "cv_r2_std": np.nan} | {f"imp_{f}": np.nan for f in FEATURES}
         if n < max(min_rows, folds):
             out.append({**base, "regressor": None, "conclusive": False,
                         "note": f"{n} rows: too few for a conclusion (need {max(min_rows, folds)})"})

@@ -5,9 +5,11 @@ after its notebook ran to the end and ``manifest.json`` (sha256 of every file, r
 facts the notebook recorded) is written is it renamed to ``<phase>/``. So a folder named after a phase
 is always complete, and a finished phase is never overwritten.
 
-Notebooks use :func:`phase_output` to find where to write, the ``save_*`` helpers (write to a
-temporary name, then rename) and :func:`load_input` to read an earlier phase's artifact after checking
-its hash against that phase's manifest.
+Notebooks get their folder from :func:`phase_output` (through ``runtime.start``), write and read
+artifacts by name through :mod:`artifacts` (schema-checked; written to a temporary name, then renamed;
+read only after their sha256 matches the manifest), record facts with :func:`record` and the seconds
+of named steps with :func:`timed`. Timings go to the manifest's ``timings``, never into an artifact,
+so two runs of the same params are identical file for file (the notebooks aside).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import hashlib
 import json
 import os
 import subprocess
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,7 @@ import numpy as np
 
 MANIFEST = "manifest.json"
 FACTS = "facts.json"
+TIMINGS = ".timings.json"  # seconds per named step while the phase runs; moved into the manifest
 SCRATCH_ENV = "AVALANCHE_NB_SCRATCH"  # nbval re-executions write here instead of the run folder
 
 MANIFEST_SCHEMA = {
@@ -42,6 +47,7 @@ MANIFEST_SCHEMA = {
         "versions": {"type": "object"},
         "git_commit": {"type": "string"},
         "wall_seconds": {"type": "number"},
+        "timings": {"type": "object", "additionalProperties": {"type": "number"}},
     },
 }
 
@@ -75,20 +81,28 @@ def staging_dir(run_dir: str | Path, phase: str) -> Path:
 
 
 def phase_output(run_dir: str | Path, phase: str) -> Path:
-    """Where the running notebook writes its artifacts (the phase's staging folder).
+    """Where the running notebook writes its artifacts: the phase's staging folder, which
+    `avalanche-nb run` creates before it starts the notebook.
 
-    Under nbval (``$AVALANCHE_NB_SCRATCH`` set) it is a scratch folder instead, so a re-execution
-    of an archived notebook never touches the finished run.
+    Anywhere else (nbval re-executing an archived notebook, a notebook opened by hand) it is a scratch
+    folder, ``$AVALANCHE_NB_SCRATCH/<phase>`` or a temporary one, so a finished run is never touched.
     """
+    stage = staging_dir(run_dir, phase) if run_dir else None
     scratch = os.environ.get(SCRATCH_ENV)
-    out = Path(scratch) / phase if scratch else staging_dir(run_dir, phase)
-    if not scratch and not out.is_dir():
-        raise RunExistsError(f"{out} does not exist: phases are run by `avalanche-nb run`, which creates it")
+    if stage is not None and stage.is_dir() and not scratch:
+        return stage
+    if not scratch:
+        import tempfile
+
+        scratch = tempfile.mkdtemp(prefix="avalanche_nb-")
+        print(f"not run by `avalanche-nb run`: artifacts go to the scratch folder {scratch}/{phase}")
+    out = Path(scratch) / phase
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
-def _atomic_write(path: Path, write) -> Path:
+def atomic_write(path: Path, write) -> Path:
+    """``write(tmp)`` to a temporary name beside ``path``, then rename: a reader never sees half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
@@ -97,22 +111,22 @@ def _atomic_write(path: Path, write) -> Path:
 
 
 def save_json(path: str | Path, obj: Any) -> Path:
-    return _atomic_write(Path(path), lambda p: p.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"))
+    return atomic_write(Path(path), lambda p: p.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"))
 
 
 def save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
     def write(p: Path):
         with open(p, "wb") as f:  # a file object keeps numpy from appending ".npz" to the temp name
             np.savez_compressed(f, **arrays)
-    return _atomic_write(Path(path), write)
+    return atomic_write(Path(path), write)
 
 
 def save_parquet(path: str | Path, df) -> Path:
-    return _atomic_write(Path(path), lambda p: df.to_parquet(p, index=False))
+    return atomic_write(Path(path), lambda p: df.to_parquet(p, index=False))
 
 
 def save_csv(path: str | Path, df) -> Path:
-    return _atomic_write(Path(path), lambda p: df.to_csv(p, index=False))
+    return atomic_write(Path(path), lambda p: df.to_csv(p, index=False))
 
 
 def _json_default(x):
@@ -123,6 +137,20 @@ def _json_default(x):
     if isinstance(x, Path):
         return str(x)
     raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
+
+
+@contextmanager
+def timed(out: str | Path, step: str):
+    """Time the block as the named ``step`` of the phase writing to ``out`` (seconds, in the manifest's
+    ``timings``; a step timed twice adds up)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        path = Path(out) / TIMINGS
+        timings = json.loads(path.read_text()) if path.exists() else {}
+        timings[step] = round(timings.get(step, 0.0) + time.perf_counter() - t0, 3)
+        save_json(path, timings)
 
 
 def record(out: str | Path, **facts: Any) -> None:
@@ -181,7 +209,7 @@ def verify_phase(phase_dir: str | Path) -> list[str]:
     except ManifestError as err:
         return [str(err)]
     problems = []
-    on_disk = {p.name for p in phase_dir.iterdir() if p.is_file() and p.name != MANIFEST}
+    on_disk = {str(p.relative_to(phase_dir)) for p in phase_dir.rglob("*") if p.is_file() and p.name != MANIFEST}
     for name, digest in manifest["artifacts"].items():
         if not (phase_dir / name).exists():
             problems.append(f"{phase_dir.name}/{name}: missing")
@@ -218,9 +246,11 @@ def finish_phase(run_dir: Path, phase: str, run_id: str, params: dict, repo: Pat
     stage, final = staging_dir(run_dir, phase), Path(run_dir) / phase
     if final.exists():
         raise RunExistsError(f"{final} exists already; a finished phase is never overwritten")
-    facts_path = stage / FACTS
+    facts_path, timings_path = stage / FACTS, stage / TIMINGS
     facts = json.loads(facts_path.read_text()) if facts_path.exists() else {}
-    artifacts = {p.name: sha256_file(p) for p in sorted(stage.iterdir())
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    timings_path.unlink(missing_ok=True)
+    artifacts = {str(p.relative_to(stage)): sha256_file(p) for p in sorted(stage.rglob("*"))
                  if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
     manifest = {
         "phase": phase, "run_id": run_id,
@@ -228,6 +258,7 @@ def finish_phase(run_dir: Path, phase: str, run_id: str, params: dict, repo: Pat
         "params": params, "params_sha256": params_sha256(params),
         "artifacts": artifacts, "inputs": facts.pop("inputs", {}), "facts": facts,
         "versions": versions(), "git_commit": git_commit(repo), "wall_seconds": round(wall_seconds, 2),
+        "timings": timings,
     }
     validate_manifest(manifest)
     save_json(stage / MANIFEST, manifest)

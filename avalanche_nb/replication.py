@@ -9,14 +9,14 @@ The run's own model is not measured again: :func:`curves` reads it from phases 0
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from . import avalanches as av
-from . import gstar, hooks, scoring, sweep, transfer
-from . import lattice as lat
+from . import gstar, hooks, pipeline, scoring, sweep, transfer
 
 #: per-gain columns of ``replication.parquet``
 CURVE_COLUMNS = ("model", "g", "rate_fixed", "b_tot", "delta_b_tot_n1", "z_tot_n1", "chi_perc", "perplexity_b",
@@ -73,50 +73,45 @@ def curves(name: str, sweep_rows: pd.DataFrame, ppl: pd.DataFrame, arc_grid: pd.
     return out[list(CURVE_COLUMNS)]
 
 
-def measure(name: str, p: dict[str, Any], log=print) -> dict[str, Any]:
-    """Phases 01-04 (ablation ``all``, grid ARC questions only) for model ``name`` with params ``p``.
+def from_run(run_dir, out) -> dict[str, Any]:
+    """The run's own model as :func:`measure` would give it, read from phases 00, 03 and 04 (hash-checked)."""
+    from . import artifacts
 
-    Returns ``{"info", "summary_g1", "sweep", "evidence", "picks", "gstar", "transfer", "arc", "arc_grid"}``.
+    gs = artifacts.read(run_dir, "gstar.json", out)
+    rows = artifacts.read(run_dir, "sweep.parquet", out)
+    tr = artifacts.read(run_dir, "transfer.parquet", out)
+    arc_sum = artifacts.read(run_dir, "arc_summary.json", out)
+    info = artifacts.read(run_dir, "model.json", out)
+    return {"info": info, "picks": gs["picks"], "gstar": gs["gstar"], "source": "this run (phases 03-04)",
+            "curves": curves(info["name"], rows, tr, pd.DataFrame(arc_sum["grid"]), gs["gstar"])}
+
+
+def measure(name: str, p: Mapping[str, Any], log=None) -> dict[str, Any]:
+    """Phases 01-04 (ablation ``all``, grid ARC questions only) for model ``name`` with params ``p``,
+    composed of the same steps the phase notebooks call.
+
+    Returns ``{"info", "summary_g1", "sweep", "evidence", "picks", "gstar", "search", "transfer", "arc",
+    "arc_grid", "mcnemar"}``.
     """
-    from .data import build_slice, load_arc
-    from .runtime import dataset_a_slices
-
     lm = load(name, p["dtype"], p["device"], p["seed"])
     arch = hooks.architecture(lm.model)
-    window, seed, bs = p["window"], p["seed"], p["batch_size"]
-    calib_slice, a_slice = dataset_a_slices(lm.tokenizer, p["dataset_a"], p["n_calibration"], p["n_sequences"],
-                                            window, seed)
-    valid = lat.valid_mask(p["n_sequences"], window, p["exclude_first_token"])
-    calibration = lat.calibrate(lm.model, calib_slice.tokens, lat.valid_mask(p["n_calibration"], window,
-                                                                              p["exclude_first_token"]), bs, False)
-    rates = lat.scale_seed_rates(p["target_rates"], calibration.d_ff, p["rate_reference_d_ff"])
-    base, targets, fixed = sweep.reference(lm.model, a_slice.tokens, valid, calibration, rates, p["target_profile"],
-                                           p["z_floor"], p["reference_tau"], bs, False, fixed_tau=p["fixed_tau"])
-    adjacency = p["adjacencies"][0]
-    summary = av.summarise(base[0].counts["pos"], valid, adjacency)
-    gains = sweep.check_gains(p["gains"])
-    kw = dict(adjacency=adjacency, null_draws=p["null_draws"], gof_draws=p["gof_draws"], boot=p["bootstrap_draws"],
-              alpha_range=p["alpha_range"], seed=seed, floor=p["z_floor"], batch_size=bs, progress=False)
-    res = sweep.run(lm.model, a_slice.tokens, valid, calibration, gains, rates, targets, fixed, "all", log=log, **kw)
+    a = pipeline.build_slices(lm.tokenizer, p, ("a_calibration", "a_lattice"))
+    tokens = a["a_lattice"].tokens
+    valid = pipeline.valid_mask(tokens, p)
+    ref = pipeline.build_reference(lm.model, a["a_calibration"].tokens, tokens, p, progress=False)
+    summary = av.summarise(ref.lattices[0].counts["pos"], valid, adjacency=p["adjacencies"][0])
+    res = sweep.sweep_ablation(lm.model, tokens, valid, ref, p, "all", log=log)
     rows = pd.DataFrame(res.rows)
-    search = sweep.search_gstar(lm.model, a_slice.tokens, valid, calibration, targets, fixed,
-                                res.lattices[("pos", "rate_matched")], gains, p, progress=False, log=log)
-    g_star = search.gstar
-    rows = pd.concat([rows, transfer.a_rows_at(lm.model, a_slice.tokens, valid, calibration, g_star, gains, rates,
-                                               targets, fixed, **kw)], ignore_index=True)
-    evaluated = sorted({*gains.tolist(), g_star})  # g* may lie beyond the grid after the extended search
+    search = gstar.search(res.lattices[("pos", "rate_matched")], valid, p["gains"], p,
+                          lambda g: sweep.lattice_at(lm.model, tokens, valid, ref, g, p), log=log)
     # B and ARC only after g* is fixed from A
-    slice_b = build_slice(lm.tokenizer, p["dataset_b"], p["n_sequences_b"], window, seed=seed)
-    valid_b = lat.valid_mask(p["n_sequences_b"], window, p["exclude_first_token"])
-    b_rows = transfer.signatures(lm.model, slice_b.tokens, valid_b, calibration, [1.0, g_star], rates, targets, fixed,
-                                 log=None, **kw)
-    ppl = transfer.perplexity_table(lm.model, slice_b.tokens, evaluated, p["score_batch_size"], log=None)
-    grid = load_arc(p["arc_subsets"], limit=p["arc_grid_limit"], seed=seed)
-    arc, _ = scoring.arc_sweep(lm.model, lm.tokenizer, grid, grid, evaluated, (), p["score_batch_size"], log=log)
-    arc_sum = scoring.arc_summary(arc, g_star, boot=1000, seed=seed)
+    b_tokens = pipeline.build_slices(lm.tokenizer, p, ("b",))["b"].tokens
+    _, rows, headline = transfer.evaluate(lm.model, tokens, b_tokens, ref, a_rows=rows, search=search, p=p)
+    gains = transfer.evaluated_gains(p["gains"], search.gstar)
+    arc, arc_sum = scoring.evaluate_arc(lm.model, lm.tokenizer, gains, search.gstar, p, full=False, log=log)
     info = lm.describe() | {"d_ff": arch.d_ff, "n_layers": arch.n_layers}
     return {"info": info, "summary_g1": summary, "sweep": rows, "evidence": search.evidence, "picks": search.picks,
-            "gstar": g_star, "search": search, "transfer": transfer.headline(ppl, b_rows, rows, g_star), "arc": arc,
+            "gstar": search.gstar, "search": search, "transfer": headline, "arc": arc,
             "arc_grid": pd.DataFrame(arc_sum["grid"]), "mcnemar": arc_sum["mcnemar"]}
 
 

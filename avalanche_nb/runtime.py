@@ -1,15 +1,30 @@
-"""Deterministic notebook set-up shared by every phase: offline mode, threads, seeds, plot renderer,
-and the Dataset A / B slices every phase agrees on."""
+"""What every phase notebook does first: its params, a deterministic set-up (offline hub, fixed CPU
+threads and seeds, an offline plot renderer) and the folder its artifacts go to."""
 
 from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 
+from . import params as P
+from . import provenance
 
-def configure(seed: int = 0, torch_threads: int = 2) -> None:
+PLOTLY_JS = "plotly.min.js"  # in the run folder, beside the phase folders: what archived notebooks load
+
+
+def write_plotly_js(run_dir: Path) -> None:
+    """Put plotly.js into the run folder once, so every archived notebook's figures draw offline."""
+    target = Path(run_dir) / PLOTLY_JS
+    if not target.exists():
+        from plotly.offline import get_plotlyjs
+
+        provenance.atomic_write(target, lambda tmp: tmp.write_text(get_plotlyjs()))
+
+
+def configure(seed: int, torch_threads: int) -> None:
     """Offline hub, fixed CPU threads and seeds (same params, same numbers on CPU), offline plotly."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import plotly.io as pio
@@ -20,20 +35,24 @@ def configure(seed: int = 0, torch_threads: int = 2) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
-    # the mimetype renders in JupyterLab; the inline html (plotly.js embedded once) keeps archived
-    # notebooks readable offline, where "notebook_connected" would need a CDN
-    pio.renderers.default = "plotly_mimetype+notebook"
+    # the mimetype renders in JupyterLab; the html part keeps archived notebooks readable in a browser
+    # offline. It loads plotly.js from the run folder (PLOTLY_JS, written once per run by the runner)
+    # instead of embedding its 4.8 MB in every notebook, or fetching it from a CDN
+    from plotly.io.base_renderers import HtmlRenderer
+
+    pio.renderers["run_html"] = HtmlRenderer(include_plotlyjs=f"../{PLOTLY_JS}")
+    pio.renderers.default = "plotly_mimetype+run_html"
 
 
-def dataset_a_slices(tokenizer, source: str, n_calibration: int, n_sequences: int, window: int, seed: int):
-    """(calibration, lattice) slices of Dataset A: consecutive, disjoint windows of one seeded stream."""
-    from .data import build_slice
+def start(run_dir: str, phase: str) -> tuple[P.Params, Path]:
+    """(params, output folder) of phase ``phase`` in the run ``run_dir``, after :func:`configure`.
 
-    calib = build_slice(tokenizer, source, n_calibration, window, seed=seed, offset=0)
-    lattice = build_slice(tokenizer, source, n_sequences, window, seed=seed, offset=n_calibration)
-    return calib, lattice
+    The params are the run's resolved ``params.yaml`` (the schema's defaults when a notebook is opened
+    without a run); the folder is the phase's staging folder (:func:`provenance.phase_output`).
+    """
+    from . import progress
 
-
-def token_strings(tokenizer, ids) -> list[str]:
-    """Readable token strings for axis labels (whitespace made visible)."""
-    return [tokenizer.decode([int(i)]).replace(" ", "·").replace("\n", "⏎") for i in ids]
+    p = P.for_run(run_dir)
+    configure(p.seed, p.torch_threads)
+    progress.ENABLED = p.progress
+    return p, provenance.phase_output(run_dir, phase)

@@ -28,9 +28,11 @@ import torch
 from torch import nn
 
 from . import hooks
+from .progress import track
 from .data import ArcQuestion, default_add_bos
 
 ARC_PROMPT = "Question: {question}\nAnswer:"
+ARC_BOOTSTRAP = 1000  # resamples of the questions behind each ARC accuracy's 95% CI
 
 
 def head_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
@@ -50,11 +52,12 @@ def _token_logprobs(model: nn.Module, hidden: torch.Tensor, targets: torch.Tenso
 
 
 @torch.no_grad()
-def window_nll(model: nn.Module, tokens: np.ndarray, batch_size: int = 8, g: float = 1.0, where: str = "mlp",
+def window_nll(model: nn.Module, tokens: np.ndarray, score_batch_size: int, g: float = 1.0, where: str = "mlp",
                layers: Sequence[int] | None = None) -> np.ndarray:
     """Next-token negative log-likelihood (nats) float64 [N, T-1]: entry t scores token t+1 given tokens <= t.
 
-    ``tokens`` int [N, T] are full windows (no padding); the gain ``g`` acts as in :func:`hooks.gain`.
+    ``tokens`` int [N, T] are full windows (no padding), ``score_batch_size`` per forward pass; the gain
+    ``g`` acts as in :func:`hooks.gain`.
     """
     tokens = np.asarray(tokens)
     if tokens.ndim != 2 or tokens.shape[1] < 2:
@@ -62,8 +65,8 @@ def window_nll(model: nn.Module, tokens: np.ndarray, batch_size: int = 8, g: flo
     device = next(model.parameters()).device
     out = np.empty((tokens.shape[0], tokens.shape[1] - 1))
     with hooks.gain(model, g, where, layers):
-        for s in range(0, len(tokens), batch_size):
-            ids = torch.as_tensor(np.array(tokens[s:s + batch_size]), device=device)
+        for s in range(0, len(tokens), score_batch_size):
+            ids = torch.as_tensor(np.array(tokens[s:s + score_batch_size]), device=device)
             hidden = hooks.forward_hidden(model, ids)[:, :-1]
             lp = _token_logprobs(model, hidden.reshape(-1, hidden.shape[-1]), ids[:, 1:].reshape(-1))
             hooks.check_finite(lp, "the window log-likelihoods (NaN/inf logits at this gain)")
@@ -98,12 +101,12 @@ def _check_prompts(prompts: Sequence[Prompt]) -> None:
 
 
 @torch.no_grad()
-def continuation_loglik(model: nn.Module, prompts: Sequence[Prompt], batch_size: int = 8, g: float = 1.0,
-                        where: str = "mlp", layers: Sequence[int] | None = None, progress: bool = False) -> np.ndarray:
+def continuation_loglik(model: nn.Module, prompts: Sequence[Prompt], *, score_batch_size: int, progress: bool,
+                        g: float = 1.0, where: str = "mlp", layers: Sequence[int] | None = None) -> np.ndarray:
     """Summed log-likelihood (nats) float64 [R] of every continuation given its prompt's context,
-    prompt by prompt, continuation by continuation.
+    prompt by prompt, continuation by continuation, at gain ``g`` (as in :func:`hooks.gain`).
 
-    Each context runs once (``batch_size`` prompts per pass, right-padded, masked); its key/value
+    Each context runs once (``score_batch_size`` prompts per pass, right-padded, masked); its key/value
     cache is then repeated for the prompt's continuations, which run in a second pass with positions
     continuing after their own context (on SmolLM2, CPU: ≈ 1.9× faster than scoring full sequences).
     A batch that the model's sliding-window (or chunked) attention could make inexact this way is
@@ -116,16 +119,16 @@ def continuation_loglik(model: nn.Module, prompts: Sequence[Prompt], batch_size:
     order = np.argsort([len(p.context) + sum(map(len, p.continuations)) for p in prompts], kind="stable")[::-1]
     starts = np.cumsum([0] + [len(p.continuations) for p in prompts])
     out = np.empty(starts[-1])
-    batches = range(0, len(order), batch_size)
+    batches = range(0, len(order), score_batch_size)
     if progress:
         from tqdm.auto import tqdm
         batches = tqdm(batches, desc=f"scoring g={g:g}", leave=False)
     with hooks.gain(model, g, where, layers):
         for s in batches:
-            chunk = [prompts[i] for i in order[s:s + batch_size]]
+            chunk = [prompts[i] for i in order[s:s + score_batch_size]]
             lp = _batch_loglik(model, chunk, device, window)
             hooks.check_finite(torch.cat(lp), "the continuation log-likelihoods (NaN/inf logits at this gain)")
-            for i, values in zip(order[s:s + batch_size], _split(lp, chunk)):
+            for i, values in zip(order[s:s + score_batch_size], _split(lp, chunk)):
                 out[starts[i]:starts[i + 1]] = values
     return out
 
@@ -299,18 +302,20 @@ def choose(loglik: Sequence[float], n_chars: Sequence[int]) -> tuple[int, int]:
     return int(np.argmax(ll)), int(np.argmax(ll / n))
 
 
-def score_arc(model: nn.Module, tokenizer, questions: Sequence[ArcQuestion], g: float = 1.0, where: str = "mlp",
-              layers: Sequence[int] | None = None, batch_size: int = 8, progress: bool = False,
+def score_arc(model: nn.Module, tokenizer, questions: Sequence[ArcQuestion], *, score_batch_size: int,
+              progress: bool, g: float = 1.0, where: str = "mlp", layers: Sequence[int] | None = None,
               prompts: tuple | None = None) -> pd.DataFrame:
     """One row per question at gain ``g``: subset, id, g, pred, pred_norm, answer, correct, correct_norm,
-    n_choices and the per-choice log-likelihoods ``loglik`` (list, nats).
+    n_choices and the per-choice log-likelihoods ``loglik`` (list, nats); ``score_batch_size`` questions
+    per forward pass.
 
     ``prompts``: the output of :func:`arc_prompts` for these questions, to tokenize once per sweep.
     """
     if not questions:
         raise ValueError("no ARC questions to score")
     prompts, chars = prompts if prompts is not None else arc_prompts(tokenizer, questions)
-    ll = continuation_loglik(model, prompts, batch_size, g, where, layers, progress)
+    ll = continuation_loglik(model, prompts, score_batch_size=score_batch_size, progress=progress, g=g, where=where,
+                             layers=layers)
     starts = np.cumsum([0] + [len(q.choices) for q in questions])
     rows = []
     for qi, q in enumerate(questions):
@@ -327,10 +332,10 @@ def score_arc(model: nn.Module, tokenizer, questions: Sequence[ArcQuestion], g: 
 
 
 def arc_sweep(model: nn.Module, tokenizer, questions: Sequence[ArcQuestion], grid: Sequence[ArcQuestion],
-              gains: Sequence[float], full_at: Sequence[float] = (), batch_size: int = 8, progress: bool = False,
+              gains: Sequence[float], *, score_batch_size: int, progress: bool, full_at: Sequence[float] = (),
               log=print) -> tuple[pd.DataFrame, dict[float, float]]:
     """ARC rows (:func:`score_arc`, plus ``in_grid`` and ``full_pass``) at every gain: the ``grid`` questions at each g,
-    every question of ``questions`` at the gains in ``full_at``.
+    every question of ``questions`` at the gains in ``full_at``; ``score_batch_size`` questions per forward pass.
 
     ``grid`` must be a subset of ``questions`` (same subset and id). Returns the rows and the wall
     seconds of each full pass.
@@ -344,11 +349,11 @@ def arc_sweep(model: nn.Module, tokenizer, questions: Sequence[ArcQuestion], gri
     prompts_grid = arc_prompts(tokenizer, grid)
     full = {float(g) for g in full_at}
     frames, seconds = [], {}
-    for g in gains:
+    for g in track(gains, "ARC", unit="gain"):
         t0 = time.perf_counter()
         is_full = any(np.isclose(float(g), f) for f in full)
         qs, pr = (questions, prompts_all) if is_full else (grid, prompts_grid)
-        df = score_arc(model, tokenizer, qs, g, batch_size=batch_size, progress=progress, prompts=pr)
+        df = score_arc(model, tokenizer, qs, score_batch_size=score_batch_size, progress=progress, g=g, prompts=pr)
         df["in_grid"] = [(s, i) in key for s, i in zip(df.subset, df.id)]
         df["full_pass"] = is_full
         frames.append(df)
@@ -374,8 +379,9 @@ def _acc_rows(df: pd.DataFrame, boot: int, seed: int) -> list[dict]:
     return rows
 
 
-def arc_summary(arc: pd.DataFrame, gstar: float, boot: int = 1000, seed: int = 0) -> dict:
-    """Accuracies with percentile bootstrap 95% CIs per (subset, g) and McNemar g* vs g = 1.
+def arc_summary(arc: pd.DataFrame, gstar: float, *, boot: int, seed: int) -> dict:
+    """Accuracies with percentile bootstrap 95% CIs (``boot`` resamples of the questions, seeded) per
+    (subset, g) and McNemar g* vs g = 1.
 
     ``grid``: over the questions scored at every g (comparable across g); ``full``: over every
     question, at the gains where all were scored. McNemar pairs each question at g = 1 and g* on the
@@ -401,3 +407,19 @@ def arc_summary(arc: pd.DataFrame, gstar: float, boot: int = 1000, seed: int = 0
                          "n": len(a)}
     return {"gstar": float(gstar), "grid": _acc_rows(grid, boot, seed), "full": _acc_rows(full, boot, seed),
             "full_gains": full_gains, "mcnemar_set": "full" if both_full else "grid", "mcnemar": tests}
+
+
+def evaluate_arc(model: nn.Module, tokenizer, gains: Sequence[float], gstar: float, p, *, full: bool,
+                 log=None) -> tuple[pd.DataFrame, dict]:
+    """ARC at every evaluated gain and g*: the seeded grid questions (``arc_grid_limit`` per subset of
+    ``arc_subsets``) at each of ``gains``, with ``full`` every question at g = 1 and g* too; returns the
+    rows (:func:`arc_sweep`) and :func:`arc_summary` (bootstrap CIs, McNemar g* vs g = 1)."""
+    from .data import load_arc
+
+    questions = load_arc(p["arc_subsets"], seed=p["seed"])
+    grid = load_arc(p["arc_subsets"], limit=p["arc_grid_limit"], seed=p["seed"])
+    arc, _ = arc_sweep(model, tokenizer, questions if full else grid, grid, gains,
+                       score_batch_size=p["score_batch_size"], progress=p["progress"],
+                       full_at=sorted({1.0, gstar}) if full else (), log=log)
+    summary = arc_summary(arc, gstar, boot=ARC_BOOTSTRAP, seed=p["seed"])
+    return arc, summary | {"n_questions": len(questions), "n_grid_questions": len(grid), "prompt": ARC_PROMPT}

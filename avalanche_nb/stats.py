@@ -6,7 +6,7 @@ import numpy as np
 from scipy import stats as _st
 
 
-def bootstrap_weights(n: int, draws: int, seed: int = 0) -> np.ndarray:
+def bootstrap_weights(n: int, draws: int, seed: int) -> np.ndarray:
     """Multinomial resampling weights int [draws, n]: row b counts how often unit i is drawn in resample b.
 
     A statistic that is a ratio of per-unit sums is then ``(W @ num) / (W @ den)`` for all resamples at once.
@@ -17,8 +17,9 @@ def bootstrap_weights(n: int, draws: int, seed: int = 0) -> np.ndarray:
     return rng.multinomial(n, np.full(n, 1.0 / n), size=draws)
 
 
-def bootstrap_mean_ci(x, draws: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, lo, hi): the mean of ``x`` [n] and its percentile bootstrap interval over units."""
+def bootstrap_mean_ci(x, draws: int, seed: int, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, lo, hi): the mean of ``x`` [n] and its percentile bootstrap interval (``level``, ``draws``
+    seeded resamples of the units)."""
     x = np.asarray(x, dtype=float)
     if x.ndim != 1 or x.size == 0:
         raise ValueError(f"x must be a non-empty 1-D array, got shape {x.shape}")

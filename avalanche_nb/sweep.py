@@ -13,14 +13,20 @@ Ablations (the seed's): the gain on all MLPs (``all``), on one layer band (``ear
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
 from . import lattice as lat
+from .progress import track
 from .options import ABLATIONS, THRESHOLD_MODES, check_gain_grid
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .pipeline import Reference
 
 
 def check_gains(gains: Sequence[float]) -> np.ndarray:
@@ -60,32 +66,32 @@ class GainLattice:
     counts: dict[tuple[int, str, str], np.ndarray]  # int32 [N, T, L]
 
 
-def _all_thresholds(events: lat.EventSet, targets: list[np.ndarray], fixed: dict[tuple[int, str], np.ndarray]):
+def _all_thresholds(events: lat.EventSet, ref: "Reference"):
     out = {}
-    for r, target in enumerate(targets):
+    for r, target in enumerate(ref.targets):
         for d in lat.SPIKE_DEFS:
             out[(r, d, "rate_matched")] = lat.rate_matched_thresholds(events, target, d)
-            out[(r, d, "fixed")] = lat.fixed_thresholds(events, fixed[(r, d)], d)
+            out[(r, d, "fixed")] = lat.fixed_thresholds(events, ref.fixed[(r, d)], d)
     return out
 
 
-def gain_lattices(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calibration, gains: Sequence[float],
-                  targets: list[np.ndarray], fixed: dict[tuple[int, str], np.ndarray], where: str = "mlp",
-                  layers: Sequence[int] | None = None, floor: float = 4.0, batch_size: int = 8,
-                  progress: bool = True) -> Iterator[GainLattice]:
-    """For each gain: one forward pass, then both threshold modes for every target and spike definition.
+def gain_lattices(model, tokens: np.ndarray, valid: np.ndarray, ref: "Reference", gains: Sequence[float],
+                  p: Mapping[str, Any], *, where: str = "mlp", layers: Sequence[int] | None = None
+                  ) -> Iterator[GainLattice]:
+    """For each gain: one forward pass (standardised with ``ref``'s calibration), then both threshold
+    modes for every target rate of ``ref`` and spike definition.
 
-    ``targets``: per-layer target rates (float [L] each), set at g = 1. ``fixed``: thresholds [L] per
-    (target index, spike_def), normally the g = 1 rate-matched ones. The floor drops (and the pass is
-    redone) whenever a threshold would fall below it, so every count is exact.
+    The floor starts at ``z_floor`` and drops (the pass is redone) whenever a threshold would fall below
+    it, so every count is exact. ``where``/``layers``: where the gain acts (:func:`ablation_target`).
     """
     for g in gains:
-        f = floor
+        f = p["z_floor"]
         while True:
-            events = lat.collect_events(model, tokens, valid, calib, f, None, batch_size, float(g), where, layers,
-                                        progress=progress)
+            events = lat.collect_events(model, tokens, valid, ref.calibration, z_floor=f, reference_tau=None,
+                                        batch_size=p["batch_size"], progress=p["progress"], g=float(g),
+                                        gain_where=where, gain_layers=layers)
             try:
-                ths = _all_thresholds(events, targets, fixed)
+                ths = _all_thresholds(events, ref)
                 break
             except lat.FloorTooHighError:
                 f = lat.next_floor(f)
@@ -93,51 +99,11 @@ def gain_lattices(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calib
         yield GainLattice(float(g), events.floor, ths, counts)
 
 
-def reference(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calibration, rates: Sequence[float],
-              profile: str = "baseline_profile", floor: float = 4.0, reference_tau: float = 2.5, batch_size: int = 8,
-              progress: bool = True, *, fixed_tau: float | None
-              ) -> tuple[list[lat.Lattice], list[np.ndarray], dict[tuple[int, str], np.ndarray]]:
-    """The g = 1 rate-matched lattices of Dataset A (one per target rate), their per-layer targets
-    (float [L] each) and the thresholds the ``fixed`` mode holds, keyed (target index, spike_def):
-    the g = 1 rate-matched ones, or ``fixed_tau`` in every layer when it is given."""
-    base = [lat.rate_matched_lattice(model, tokens, valid, calib, r, profile, floor, reference_tau, batch_size,
-                                     progress=progress) for r in rates]
-    if fixed_tau is None:
-        fixed = {(i, d): b.thresholds[d].tau for i, b in enumerate(base) for d in lat.SPIKE_DEFS}
-    else:
-        fixed = {(i, d): np.full(calib.n_layers, float(fixed_tau)) for i in range(len(base)) for d in lat.SPIKE_DEFS}
-    return base, [b.target_rate for b in base], fixed
-
-
-def evidence_at_gain(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calibration, targets: list[np.ndarray],
-                     fixed: dict[tuple[int, str], np.ndarray], *, adjacency: str, null_draws: int, bootstrap_draws: int,
-                     seed: int, z_floor: float, batch_size: int, progress: bool):
-    """``g -> gstar.evidence`` row of Dataset A's lattice at gain g (rate-matched to the first target,
-    ``pos``, gain on every MLP): what :func:`gstar.extended_search` adds beyond the grid's edge."""
-    from . import gstar
-
-    def at(g: float):
-        gl = next(gain_lattices(model, tokens, valid, calib, [g], targets[:1], {k: v for k, v in fixed.items() if k[0] == 0},
-                                floor=z_floor, batch_size=batch_size, progress=progress))
-        return gstar.evidence(gl.counts[(0, "pos", "rate_matched")][None], valid, [g], adjacency, null_draws,
-                              bootstrap_draws, seed)
-    return at
-
-
-def search_gstar(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calibration, targets: list[np.ndarray],
-                 fixed: dict[tuple[int, str], np.ndarray], lattices: np.ndarray, gains: Sequence[float], p: dict,
-                 progress: bool, log=None):
-    """g* on Dataset A: the evidence of the sweep's rate-matched ``pos`` lattices ``lattices`` int [G, N, T, L]
-    at ``gains``, then :func:`gstar.extended_search` with the params' rule and ``gstar_limits`` (a pick on
-    the grid's edge adds gains beyond it, computed here on A). Returns the :class:`gstar.Search`."""
-    from . import gstar
-
-    kw = dict(adjacency=p["adjacencies"][0], null_draws=p["null_draws"], bootstrap_draws=p["bootstrap_draws"],
-              seed=p["seed"])
-    ev = gstar.evidence(lattices, valid, gains, kw["adjacency"], kw["null_draws"], kw["bootstrap_draws"], kw["seed"])
-    at = evidence_at_gain(model, tokens, valid, calib, targets, fixed, z_floor=p["z_floor"],
-                          batch_size=p["batch_size"], progress=progress, **kw)
-    return gstar.extended_search(ev, p["gstar_rule"], p["gstar_limits"], at, log=log)
+def lattice_at(model, tokens: np.ndarray, valid: np.ndarray, ref: "Reference", g: float,
+               p: Mapping[str, Any]) -> np.ndarray:
+    """int32 [N, T, L]: the rate-matched ``pos`` lattice of ``tokens`` at gain ``g`` on every MLP and the
+    first target rate, the lattice the g* rules read (:func:`gstar.search` adds gains with it)."""
+    return next(gain_lattices(model, tokens, valid, ref.first(), [g], p)).counts[(0, "pos", "rate_matched")]
 
 
 @dataclass
@@ -150,33 +116,30 @@ class SweepResult:
     lattices: dict[tuple[str, str], np.ndarray]  # (spike_def, threshold mode) -> int32 [G, N, T, L]
 
 
-def run(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calibration, gains: Sequence[float],
-        rates: Sequence[float], targets: list[np.ndarray], fixed: dict[tuple[int, str], np.ndarray],
-        ablation: str = "all", adjacency: str = "von_neumann", null_draws: int = 100, gof_draws: int = 100,
-        boot: int = 200, alpha_range: Sequence[float] = (1.01, 6.0), seed: int = 0, floor: float = 4.0,
-        batch_size: int = 8, progress: bool = True, log=print) -> SweepResult:
-    """Every gain of one ablation: a row per (target rate, spike_def, threshold mode) with
-    :func:`lattice_row`'s statistics, per-layer profiles and avalanche sizes.
+def sweep_ablation(model, tokens: np.ndarray, valid: np.ndarray, ref: "Reference", p: Mapping[str, Any],
+                   ablation: str, *, gains: Sequence[float] | None = None, log=None) -> SweepResult:
+    """Every gain (``p["gains"]``, or the set ``gains``) of one ablation: a row per (target rate, spike_def,
+    threshold mode) with :func:`lattice_row`'s statistics, per-layer profiles and avalanche sizes.
 
-    ``rates``: the target rates (per neuron) that ``targets`` / ``fixed`` were set for. The tail
-    goodness-of-fit bootstrap runs for ablation ``all`` only (``gof_draws``); ``shuffled`` feeds the
-    sequences with their valid tokens permuted (:func:`shuffle_tokens`).
+    The tail goodness-of-fit bootstrap runs for ablation ``all`` only; ``shuffled`` feeds the sequences
+    with their valid tokens permuted (:func:`shuffle_tokens`). ``log(message)`` reports each gain.
     """
     import time
 
-    where, layers = ablation_target(ablation, calib.n_layers)
-    inputs = shuffle_tokens(tokens, valid, seed) if ablation == "shuffled" else tokens
+    # the params' grid (which holds 1.0), or other gains (B at g = 1 and g*, A at a g* beyond the grid)
+    gains = check_gains(p["gains"]) if gains is None else np.asarray(sorted({float(g) for g in gains}))
+    where, layers = ablation_target(ablation, ref.calibration.n_layers)
+    inputs = shuffle_tokens(tokens, valid, p["seed"]) if ablation == "shuffled" else tokens
     G = len(gains)
-    out = SweepResult([], [], [], {(d, m): np.zeros((G,) + tokens.shape + (calib.n_layers,), np.int32)
+    out = SweepResult([], [], [], {(d, m): np.zeros((G,) + tokens.shape + (ref.calibration.n_layers,), np.int32)
                                    for d in lat.SPIKE_DEFS for m in THRESHOLD_MODES})
     t0 = time.perf_counter()
-    for gi, gl in enumerate(gain_lattices(model, inputs, valid, calib, gains, targets, fixed, where, layers, floor,
-                                          batch_size, progress)):
+    steps = track(gains, f"sweep {ablation}", unit="gain")
+    for gi, gl in enumerate(gain_lattices(model, inputs, valid, ref, steps, p, where=where, layers=layers)):
         for (r, d, mode), counts in gl.counts.items():
             th = gl.thresholds[(r, d, mode)]
-            keys = dict(ablation=ablation, g=gl.g, target_rate=rates[r], spike_def=d, threshold_mode=mode)
-            row, table = lattice_row(counts, valid, adjacency, null_draws, gof_draws if ablation == "all" else 0,
-                                     boot, alpha_range, seed)
+            keys = dict(ablation=ablation, g=gl.g, target_rate=ref.rates[r], spike_def=d, threshold_mode=mode)
+            row, table = lattice_row(counts, valid, p, gof=ablation == "all")
             err = np.nanmax(np.abs(th.rel_err)) if mode == "rate_matched" else np.nan
             out.rows.append(keys | {"rate_mean": th.rate.mean(), "rate_max_rel_err": err, "floor": gl.floor} | row)
             out.profiles.append(layer_rows(counts, valid, th, per_layer_mr=mode == "rate_matched").assign(**keys))
@@ -205,20 +168,22 @@ def token_series(counts: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return counts.sum(2)[:, valid.all(0)]
 
 
-def lattice_row(counts: np.ndarray, valid: np.ndarray, adjacency: str = "von_neumann", null_draws: int = 100,
-                gof_draws: int = 100, boot: int = 200, alpha_range: Sequence[float] = (1.01, 6.0),
-                seed: int = 0) -> tuple[dict, "pd.DataFrame"]:
-    """Every statistic of one lattice ``counts`` int [N, T, L]: branching, nulls, susceptibility, tails.
+def lattice_row(counts: np.ndarray, valid: np.ndarray, p: Mapping[str, Any], *, gof: bool) -> tuple[dict, "pd.DataFrame"]:
+    """Every statistic of one lattice ``counts`` int [N, T, L]: branching, nulls, susceptibility, tails,
+    with the params ``p`` (the first of ``adjacencies``, ``null_draws``, ``alpha_range``,
+    ``bootstrap_draws``, ``seed``; ``gof_draws`` when ``gof``, else the goodness-of-fit is skipped).
 
     Returns (row, avalanche table). A lattice with no events gives a defined row: NaN where a ratio
     is undefined and ``n_avalanches = 0``.
     """
+    adjacency, null_draws, seed, alpha_range = p["adjacencies"][0], p["null_draws"], p["seed"], p["alpha_range"]
+    gof_draws = p["gof_draws"] if gof else 0
     from . import avalanches as av
     from . import multistep, nulls, tails
 
     X = av.occupancy(counts, valid)
     b = av.branching(X)
-    table = av.avalanche_table(counts, valid, adjacency)
+    table = av.avalanche_table(counts, valid, adjacency=adjacency)
     row = {f"b_{k}": b[f"b_{k}"] for k in ("time", "depth", "diag", "tot")}
     row |= nulls.flat_rows(nulls.null_branching(X, valid, null_draws=null_draws, seed=seed))
     row |= {"chi_fano": av.chi_fano(counts, valid), "chi_perc": av.chi_perc(table), "n_avalanches": len(table)}
@@ -226,7 +191,7 @@ def lattice_row(counts: np.ndarray, valid: np.ndarray, adjacency: str = "von_neu
     # sizes: fit, alpha_se, p-value (same alpha_range; gof_draws 0 = skipped) and likelihood ratios in one call
     fit = tails.fit_tail(sizes, alpha_range=alpha_range, gof_draws=gof_draws, seed=seed).row()
     fit_d = tails.fit_power_law(durations, alpha_range=alpha_range)
-    crack = tails.crackling(sizes, durations, bootstrap_draws=boot, seed=seed)
+    crack = tails.crackling(sizes, durations, bootstrap_draws=p["bootstrap_draws"], seed=seed)
     row |= {k: crack[k] for k in ("gamma", "gamma_lo", "gamma_hi")}
     row["gamma_pred"] = tails.predicted_gamma(fit["alpha"], fit_d["alpha"])
     row |= {k: fit[k] for k in tails.TAIL_COLUMNS if k != "p_value"}

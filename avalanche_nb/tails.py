@@ -71,6 +71,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import numpy as np
+
+from .phases import TAIL_COLUMNS
 from scipy.special import zeta
 
 FIT_KEYS: tuple[str, ...] = (
@@ -79,10 +81,6 @@ FIT_KEYS: tuple[str, ...] = (
 )
 GOF_KEYS: tuple[str, ...] = ("p_value", "alpha", "xmin", "ks", "n_tail")
 # the sweep table's tail columns, as TailFit.row() gives them
-TAIL_COLUMNS: tuple[str, ...] = (
-    "alpha", "alpha_se", "xmin", "ks", "n_tail", "p_value",
-    "lr_lognormal", "p_lognormal", "lr_exponential", "p_exponential",
-)
 MIN_POINTS = 10  # fewer sizes (or tail points) than this: NaN with a reason
 KMAX_SAMPLE = 1e12  # cutoff of the discrete power-law sampler (values are capped here)
 

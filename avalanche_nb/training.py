@@ -1,6 +1,6 @@
 """Train small Llama-style causal LMs from scratch and record their massive-activation trajectories.
 
-* :func:`parse_architecture` reads ``"LxDxHxM"`` (layers × width × heads × MLP ratio).
+* :func:`parse_spec` reads ``"LxDxHxM"`` (layers × width × heads × MLP ratio).
 * :func:`training_windows` cuts a fixed token stream from the embedded text (documents separated,
   BOS first) into windows; :func:`checkpoint_steps` is a Pythia-like schedule (0, powers of two,
   then every ``every`` steps).
@@ -23,12 +23,15 @@ import torch
 from scipy import stats as st
 
 from . import massive
+from .progress import track
 
+WEIGHT_DECAY = 0.1  # AdamW, as in the Pythia / seed 003 recipes
+PROBE_BATCH = 16  # probe windows per recording pass (a fixed size, so recorded numbers never depend on it)
 _ARCH = re.compile(r"^(\d+)x(\d+)x(\d+)x(\d+(?:\.\d+)?)$")
 
 
 @dataclass(frozen=True)
-class Architecture:
+class ModelSpec:
     """A small Llama-style decoder: ``layers`` blocks of width ``width``, ``heads`` heads, MLP ``mlp_ratio`` × width."""
 
     layers: int
@@ -52,12 +55,12 @@ class Architecture:
         return vocab_size * d + self.layers * (4 * d * d + 3 * d * f + 2 * d) + d
 
 
-def parse_architecture(spec: str) -> Architecture:
-    """``"4x256x4x4"`` -> Architecture(layers=4, width=256, heads=4, mlp_ratio=4)."""
+def parse_spec(spec: str) -> ModelSpec:
+    """``"4x256x4x4"`` -> ModelSpec(layers=4, width=256, heads=4, mlp_ratio=4)."""
     m = _ARCH.match(spec.strip())
     if not m:
         raise ValueError(f"architecture {spec!r} must read LAYERSxWIDTHxHEADSxMLP_RATIO, e.g. '4x256x4x4'")
-    a = Architecture(int(m[1]), int(m[2]), int(m[3]), float(m[4]))
+    a = ModelSpec(int(m[1]), int(m[2]), int(m[3]), float(m[4]))
     if min(a.layers, a.width, a.heads) < 1 or a.mlp_ratio <= 0 or a.width % a.heads or (a.width // a.heads) % 2:
         raise ValueError(f"architecture {spec!r}: width must split into heads of even size, all sizes positive")
     return a
@@ -72,14 +75,14 @@ def checkpoint_steps(total: int, every: int) -> list[int]:
     return sorted(steps)
 
 
-def memory_needed(arch: Architecture, vocab_size: int, batch: int, window: int) -> int:
+def memory_needed(arch: ModelSpec, vocab_size: int, batch: int, window: int) -> int:
     """Rough bytes for float32 weights, grads and AdamW state plus activations of one step."""
     weights = 4 * arch.n_params(vocab_size) * 4
     acts = 4 * batch * window * (arch.layers * (12 * arch.width + 3 * int(arch.mlp_ratio * arch.width)) + 2 * vocab_size)
     return int(weights + acts)
 
 
-def check_memory(archs: list[Architecture], vocab_size: int, batch: int, window: int, device: str) -> None:
+def check_memory(archs: list[ModelSpec], vocab_size: int, batch: int, window: int, device: str) -> None:
     """Fail before training when the largest model would not fit the device's free memory."""
     need = max(memory_needed(a, vocab_size, batch, window) for a in archs)
     if device.startswith("cuda"):
@@ -94,7 +97,7 @@ def check_memory(archs: list[Architecture], vocab_size: int, batch: int, window:
                           f"{free / 2**30:.1f} GiB free: shrink the grid, `train_batch_size` or `window`")
 
 
-def training_windows(tokenizer, sources: list[str], n_tokens: int, window: int, seed: int = 0) -> np.ndarray:
+def training_windows(tokenizer, sources: list[str], n_tokens: int, window: int, *, seed: int) -> np.ndarray:
     """A token stream of up to ``n_tokens`` from every document of ``sources`` (seeded order; each document
     as ``[BOS] text [EOS]``), cut into windows int64 [N, window]."""
     from .data import load_documents
@@ -116,10 +119,13 @@ def training_windows(tokenizer, sources: list[str], n_tokens: int, window: int, 
     return np.asarray(stream[:n * window], np.int64).reshape(n, window)
 
 
-def record(model, probe: np.ndarray, step: int, name: str, batch_size: int = 16) -> pd.DataFrame:
+def record(model, probe: np.ndarray, step: int, name: str, *, batch_size: int) -> pd.DataFrame:
     """Seed 003's per-layer statistics at one checkpoint (rows: model, layer, step, stat, mean, cv_pct,
-    sem_pct, ci_lo, ci_hi, n), plus the modal position and dim of the top-1 (stats ``top1_pos``/``top1_dim``)."""
-    s = massive.scan(model, probe, k=3, batch_size=batch_size)
+    sem_pct, ci_lo, ci_hi, n), plus the modal position and dim of the top-1 (stats ``top1_pos``/``top1_dim``).
+
+    Scans the probe windows int [N, T], ``batch_size`` per forward pass, keeping seed 003's top 3 entries.
+    """
+    s = massive.scan(model, probe, ma_top_k=3, batch_size=batch_size, progress=False)
     series = {"top1": s.top_abs[..., 0], "top2": s.top_abs[..., 1], "top3": s.top_abs[..., 2], "median": s.median,
               "ratio": s.top_abs[..., 0] / s.median, "ratio2": s.top_abs[..., 1] / s.median,
               "ratio3": s.top_abs[..., 2] / s.median}
@@ -141,21 +147,23 @@ def record(model, probe: np.ndarray, step: int, name: str, batch_size: int = 16)
     return pd.DataFrame(rows)
 
 
-def train(arch: Architecture, windows: np.ndarray, steps: int, checkpoints: list[int], tokenizer,
-          on_checkpoint: Callable[[torch.nn.Module, int], None], batch_size: int = 16, lr: float = 1e-3,
-          warmup: int = 100, weight_decay: float = 0.1, seed: int = 0, device: str = "cpu",
-          progress: bool = False) -> list[float]:
-    """Train a fresh model on ``windows`` for ``steps`` AdamW steps; returns the loss per step.
+def train(spec: ModelSpec, windows: np.ndarray, checkpoints: list[int], tokenizer,
+          on_checkpoint: Callable[[torch.nn.Module, int], None], p) -> list[float]:
+    """Train a fresh model of ``spec`` on ``windows`` for ``train_steps`` AdamW steps (params ``p``:
+    ``train_batch_size``, ``train_lr`` with ``train_warmup`` linear warm-up steps, ``seed``, ``device``,
+    ``progress``); returns the loss per step.
 
     Batches are drawn with a seeded generator; ``on_checkpoint(model, step)`` runs in eval mode (no
     grad) at each step of ``checkpoints`` (0 = at initialisation).
     """
+    steps, batch_size, lr, warmup = p["train_steps"], p["train_batch_size"], p["train_lr"], p["train_warmup"]
+    seed, device = p["seed"], p["device"]
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    cfg = arch.config(len(tokenizer), windows.shape[1], tokenizer.bos_token_id, tokenizer.eos_token_id)
+    cfg = spec.config(len(tokenizer), windows.shape[1], tokenizer.bos_token_id, tokenizer.eos_token_id)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=WEIGHT_DECAY)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
     gen = np.random.default_rng(seed)
     data = torch.as_tensor(windows)
@@ -169,10 +177,7 @@ def train(arch: Architecture, windows: np.ndarray, steps: int, checkpoints: list
                 on_checkpoint(model, step)
             model.train()
 
-    it = range(1, steps + 1)
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(it, desc=f"train {arch.name}", leave=False)
+    it = track(range(1, steps + 1), f"train {spec.name}", unit="step")
     model.train()
     checkpoint(0)
     for step in it:
@@ -180,7 +185,7 @@ def train(arch: Architecture, windows: np.ndarray, steps: int, checkpoints: list
         with autocast:
             loss = model(input_ids=batch, labels=batch).loss
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"{arch.name}: non-finite loss at step {step}; lower `train_lr`")
+            raise FloatingPointError(f"{spec.name}: non-finite loss at step {step}; lower `train_lr`")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -6,28 +6,38 @@ so does the calibration (mu, sigma): B is measured with A's yardstick, nothing i
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from . import lattice as lat
 from . import scoring, sweep
+from .progress import track
+
+if TYPE_CHECKING:
+    from .gstar import Search
+    from .pipeline import Reference
 
 #: the sweep-table columns carried into the headline transfer table
-SIGNATURES = ("rate_mean", "b_tot", "delta_b_tot_n1", "z_tot_n1", "delta_b_time_n2", "delta_b_tot_n3", "chi_perc",
-              "chi_fano", "n_avalanches")
+HEADLINE = ("rate_mean", "b_tot", "delta_b_tot_n1", "z_tot_n1", "delta_b_time_n2", "delta_b_tot_n3", "chi_perc",
+            "chi_fano", "n_avalanches")
 
 
-def perplexity_table(model, tokens: np.ndarray, gains: Sequence[float], batch_size: int = 16,
-                     log=print) -> pd.DataFrame:
+def evaluated_gains(gains: Sequence[float], gstar: float) -> list[float]:
+    """The gains B and ARC are evaluated at: the grid, and g* when the search put it beyond the grid."""
+    return sorted({*(float(g) for g in gains), float(gstar)})
+
+
+def perplexity_table(model, tokens: np.ndarray, gains: Sequence[float], score_batch_size: int,
+                     log=None) -> pd.DataFrame:
     """Perplexity of the windows ``tokens`` int [N, T] at each gain (gain on every MLP).
 
     Columns: g, nll_mean (nats per token), perplexity, n_tokens (scored positions, N·(T-1)).
     """
     rows = []
-    for g in gains:
-        nll = scoring.window_nll(model, tokens, batch_size, float(g))
+    for g in track(gains, "Dataset B perplexity", unit="gain"):
+        nll = scoring.window_nll(model, tokens, score_batch_size, float(g))
         rows.append({"g": float(g), "nll_mean": float(nll.mean()), "perplexity": scoring.perplexity(nll),
                      "n_tokens": int(nll.size)})
         if log:
@@ -35,22 +45,29 @@ def perplexity_table(model, tokens: np.ndarray, gains: Sequence[float], batch_si
     return pd.DataFrame(rows)
 
 
-def signatures(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calibration, gains: Sequence[float],
-               rates: Sequence[float], targets: list[np.ndarray], fixed: dict, **sweep_kw) -> pd.DataFrame:
-    """The sweep rows (:func:`sweep.run`, ablation ``all``) of ``tokens`` at ``gains``, with A's thresholds."""
-    res = sweep.run(model, tokens, valid, calib, sorted({float(g) for g in gains}), rates, targets, fixed, "all",
-                    **sweep_kw)
-    return pd.DataFrame(res.rows)
-
-
-def a_rows_at(model, tokens: np.ndarray, valid: np.ndarray, calib: lat.Calibration, gstar: float,
-              gains: Sequence[float], rates: Sequence[float], targets: list[np.ndarray], fixed: dict,
-              **sweep_kw) -> pd.DataFrame:
-    """Dataset A's sweep rows at ``gstar`` when the extended g* search put it beyond the sweep's ``gains``
-    (so the headline can show A's signatures there); empty when g* is on the grid."""
-    if np.isclose(np.asarray(gains, float), gstar).any():
+def rows_at(model, tokens: np.ndarray, valid: np.ndarray, ref: "Reference", gains: Sequence[float],
+            p: Mapping[str, Any]) -> pd.DataFrame:
+    """The sweep rows (ablation ``all``) of ``tokens`` at ``gains`` with ``ref``'s calibration and thresholds;
+    empty for no gains."""
+    if not len(gains):
         return pd.DataFrame()
-    return signatures(model, tokens, valid, calib, [gstar], rates, targets, fixed, log=None, **sweep_kw)
+    return pd.DataFrame(sweep.sweep_ablation(model, tokens, valid, ref, p, "all", gains=gains).rows)
+
+
+def evaluate(model, a_tokens: np.ndarray, b_tokens: np.ndarray, ref: "Reference", *, a_rows: pd.DataFrame,
+             search: "Search", p: Mapping[str, Any], log=None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Dataset B at the final g* of ``search``: B's sweep rows at g = 1 and g* (``transfer_signatures``),
+    A's sweep rows ``a_rows`` with its rows at g* added when the search put g* beyond the grid, and the
+    headline table (``transfer``): B's perplexity at every evaluated gain with, at g = 1 and g*, the
+    rate-matched signatures of B and of A."""
+    from .pipeline import valid_mask
+
+    g_star = search.gstar
+    b_rows = rows_at(model, b_tokens, valid_mask(b_tokens, p), ref, sorted({1.0, g_star}), p)
+    beyond = [] if np.isclose(a_rows.g.to_numpy(float), g_star).any() else [g_star]
+    a_rows = pd.concat([a_rows, rows_at(model, a_tokens, valid_mask(a_tokens, p), ref, beyond, p)], ignore_index=True)
+    ppl = perplexity_table(model, b_tokens, evaluated_gains(p["gains"], g_star), p["score_batch_size"], log=log)
+    return b_rows, a_rows, headline(ppl, b_rows, a_rows, g_star)
 
 
 def headline(ppl: pd.DataFrame, b_rows: pd.DataFrame, a_rows: pd.DataFrame, gstar: float,
@@ -59,7 +76,7 @@ def headline(ppl: pd.DataFrame, b_rows: pd.DataFrame, a_rows: pd.DataFrame, gsta
     (prefixed ``a_``) of A, for ``spike_def`` at the first target rate."""
     def pick(rows: pd.DataFrame, prefix: str) -> pd.DataFrame:
         sel = sweep.main_rows(rows, spike_def)
-        return sel[["g", *SIGNATURES]].rename(columns={c: prefix + c for c in SIGNATURES})
+        return sel[["g", *HEADLINE]].rename(columns={c: prefix + c for c in HEADLINE})
 
     out = ppl.copy()
     out["is_gstar"] = np.isclose(out.g, gstar)
@@ -69,3 +86,13 @@ def headline(ppl: pd.DataFrame, b_rows: pd.DataFrame, a_rows: pd.DataFrame, gsta
         sig = sig[np.isclose(sig.g.to_numpy()[:, None], [1.0, gstar]).any(1)].assign(g_round=lambda x: x.g.round(9))
         out = out.merge(sig.drop(columns="g"), on="g_round", how="left")
     return out.drop(columns="g_round")
+
+
+def signature_table(table: pd.DataFrame, gstar: float) -> pd.DataFrame:
+    """The headline signatures as a readable table: one row per signature, columns B and A at g = 1 and g*."""
+    cols = {}
+    for label, g in (("g = 1", 1.0), (f"g* = {gstar:g}", gstar)):
+        row = table[np.isclose(table.g, g)].iloc[0]
+        for prefix, name in (("b_", "B"), ("a_", "A")):
+            cols[f"{name}, {label}"] = [row[prefix + c] for c in HEADLINE]
+    return pd.DataFrame(cols, index=list(HEADLINE))

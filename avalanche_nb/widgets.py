@@ -25,13 +25,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from . import avalanches as av
+from . import avalanche_detail, live_stack, plots
 from . import gain_stack as gs
-from . import lattice as lat
-from . import plots
-from .sweep import THRESHOLD_MODES
+from .options import ADJACENCIES, SPIKE_DEFS, THRESHOLD_MODES
 
-#: (column of gain_stack.signatures, panel title) of the curves figure
+#: (column of gain_stack.curves, panel title) of the curves figure
 CURVES = (("b_tot", "b_tot"), ("delta_b_tot_n1", "Δb_tot vs N1"), ("chi_perc", "χ_perc"))
 _SELECTION = "selected avalanche"
 
@@ -47,16 +45,18 @@ class GainScrubber:
     sequence controls, and three figures updated in place: ``heatmap`` (the lattice), ``rates`` (per
     layer) and ``curves`` (signatures of the whole stack vs g, marker at the current g).
 
-    ``labels`` int [T, L] and ``table`` (one row per avalanche, ``gain_stack.sequence_avalanches``)
-    describe the lattice on show; functions passed to :meth:`on_lattice` run after it changes.
+    The view starts at gain ``g``, ``spike_def``, threshold ``mode``, ``adjacency`` (``None``: the stack's)
+    and sequence ``seq``. ``labels`` int [T, L] and ``table`` (one row per avalanche,
+    ``avalanche_detail.sequence_avalanches``) describe the lattice on show; functions passed to
+    :meth:`on_lattice` run after it changes.
     """
 
-    def __init__(self, stack: gs.GainStack, g: float = 1.0, spike_def: str = "pos", mode: str = "rate_matched",
+    def __init__(self, stack: gs.GainStack, *, g: float = 1.0, spike_def: str = "pos", mode: str = "rate_matched",
                  adjacency: str | None = None, seq: int = 0):
         gs.check_key(spike_def, mode)
         adjacency = adjacency or stack.adjacency
-        if adjacency not in av.ADJACENCIES:
-            raise ValueError(f"unknown adjacency {adjacency!r}; use one of {av.ADJACENCIES}")
+        if adjacency not in ADJACENCIES:
+            raise ValueError(f"unknown adjacency {adjacency!r}; use one of {ADJACENCIES}")
         G, N, T, L = stack.shape
         if not 0 <= seq < N:
             raise ValueError(f"sequence {seq} is out of range: the stack has {N} sequences")
@@ -65,11 +65,11 @@ class GainScrubber:
         self.gain = W.SelectionSlider(options=[(f"{x:g}", i) for i, x in enumerate(stack.g)],
                                       value=stack.gain_index(g), description="gain g", continuous_update=True,
                                       layout=W.Layout(width="420px"))
-        self.spike_def = W.ToggleButtons(options=list(lat.SPIKE_DEFS), value=spike_def, description="spikes",
+        self.spike_def = W.ToggleButtons(options=list(SPIKE_DEFS), value=spike_def, description="spikes",
                                          style={"button_width": "60px"})
         self.mode = W.ToggleButtons(options=list(THRESHOLD_MODES), value=mode, description="thresholds",
                                     style={"button_width": "130px"})
-        self.adjacency = W.Dropdown(options=list(av.ADJACENCIES), value=adjacency, description="adjacency")
+        self.adjacency = W.Dropdown(options=list(ADJACENCIES), value=adjacency, description="adjacency")
         previews = ["".join(stack.token_text[n][stack.valid[n]][:12]).replace("·", " ").strip() for n in range(N)]
         self.sequence = W.Dropdown(options=[(f"{n}: {p[:48]}", n) for n, p in enumerate(previews)], value=seq,
                                    description="sequence", layout=W.Layout(width="420px"))
@@ -104,14 +104,14 @@ class GainScrubber:
         return self.stack.lattice(self.spike_def.value, self.mode.value, self.gi)[self.seq]
 
     def signatures(self) -> pd.DataFrame:
-        """The curves' numbers: ``gain_stack.signatures`` of the whole stack for the current controls."""
-        return gs.signatures(self.stack, self.spike_def.value, self.mode.value, self.adjacency.value)
+        """The curves' numbers: ``gain_stack.curves`` of the whole stack for the current controls."""
+        return gs.curves(self.stack, self.spike_def.value, self.mode.value, self.adjacency.value)
 
     def on_lattice(self, fn: Callable[[], None]) -> None:
         self._listeners.append(fn)
 
     def _avalanches(self):
-        return gs.sequence_avalanches(self.counts(), self.stack.valid[self.seq], self.adjacency.value)
+        return avalanche_detail.sequence_avalanches(self.counts(), self.stack.valid[self.seq], self.adjacency.value)
 
     def _title(self) -> str:
         return (f"sequence {self.seq} · g = {self.g:g} · {self.spike_def.value}, {self.mode.value}, "
@@ -268,7 +268,8 @@ class AvalancheInspector:
             self.tokens.value = self.sites.value = ""
             s.show_selection([], [])
             return
-        d = gs.avalanche_detail(s.stack, s.gi, s.seq, avalanche, s.spike_def.value, s.mode.value, s.adjacency.value)
+        d = avalanche_detail.avalanche_detail(s.stack, s.gi, s.seq, avalanche, spike_def=s.spike_def.value,
+                                              mode=s.mode.value, adjacency=s.adjacency.value)
         self.detail = d
         s.show_selection(d["sites"].token.to_numpy(), d["sites"].layer.to_numpy())
         self.summary.value = (
@@ -285,7 +286,7 @@ class AvalancheInspector:
         if self.detail is None or self.export_dir is None:
             self.export_status.value = "nothing to export" if self.detail is None else "no export folder"
             return None
-        paths = gs.export_avalanche(self.detail, self.export_dir)
+        paths = avalanche_detail.export_avalanche(self.detail, self.export_dir)
         self.export_status.value = "exported " + ", ".join(html.escape(str(p)) for p in paths)
         return paths
 
@@ -342,7 +343,7 @@ def explore(run_id: str | None = None, *, run_dir: str | Path | None = None, run
     if params and not model:
         raise ValueError(f"params {sorted(params)} apply to a live model only")
     if model:
-        stack = gs.compute(model, cache=cache, **params)
+        stack = live_stack.compute(model, cache=cache, **params)
     else:
         stack = gs.from_run(run_dir if run_dir else gs.find_run(run_id, runs))
     return Explorer(stack, g=g, spike_def=spike_def, mode=mode, adjacency=adjacency, seq=seq)

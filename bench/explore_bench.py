@@ -22,6 +22,8 @@ import sys
 import numpy as np
 
 from avalanche_nb import gain_stack as gs
+from avalanche_nb import live_stack
+from avalanche_nb import params as P
 from avalanche_nb import widgets
 from timing import timed, timed_result
 
@@ -29,15 +31,18 @@ TARGET_MS = 200.0
 SHAPE = (11, 16, 128, 30)  # gains, sequences, tokens, layers of the default run
 
 
-def synthetic_stack(seed: int = 0) -> gs.GainStack:
-    rng = np.random.default_rng(seed)
+def synthetic_stack(p) -> gs.GainStack:
+    """A Poisson lattice of the default run's shape, drawn with ``p.seed``; ``p`` also sets the signatures'
+    adjacency (the first of ``adjacencies``), ``null_draws`` and ``seed``."""
+    rng = np.random.default_rng(p.seed)
     G, N, T, L = SHAPE
     valid = np.ones((N, T), bool)
     valid[:, 0] = False
     counts = {k: rng.poisson(0.75, SHAPE).astype(np.int32) * valid[None, :, :, None] for k in gs.KEYS}
     text = np.array([[f"tok{t}" for t in range(T)] for _ in range(N)])
     return gs.GainStack(np.round(np.linspace(0.5, 1.5, G), 2), counts, valid, np.zeros((N, T), int), text,
-                        np.full(L, 5e-4), 1536, source="synthetic")
+                        np.full(L, 5e-4), 1536, adjacency=p.adjacencies[0], null_draws=p.null_draws, seed=p.seed,
+                        source="synthetic")
 
 
 def main() -> int:
@@ -45,8 +50,10 @@ def main() -> int:
     ap.add_argument("--synthetic", action="store_true", help="a Poisson lattice of the default shape")
     ap.add_argument("--repeats", type=int, default=3, help="passes over the gain grid")
     args = ap.parse_args()
-    stack = synthetic_stack() if args.synthetic else gs.compute("smollm2-135m-instruct", n_sequences=16,
-                                                                 n_calibration=16, window=128)
+    if args.synthetic:
+        stack = synthetic_stack(P.validate({}))
+    else:
+        stack = live_stack.compute("smollm2-135m-instruct", n_sequences=16, n_calibration=16, window=128)
     G, N, T, L = stack.shape
     print(f"data: {stack.source}, {N} sequences x {T} tokens x {L} layers at {G} gains; "
           f"{int((stack.counts[('pos', 'rate_matched')] > 0).mean() * 100)}% of sites occupied (pos, rate_matched)")

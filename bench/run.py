@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from avalanche_nb import hooks, runtime
+from avalanche_nb import params as P
 from avalanche_nb import lattice as lat
 from avalanche_nb.data import build_slice
 from avalanche_nb.models import load_model
@@ -32,14 +33,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
-    runtime.configure(0, args.threads)
-    lm = load_model(args.model)
+    p = P.validate({})  # the schema's defaults: dtype, device, seed, z_floor, exclude_first_token
+    runtime.configure(p.seed, args.threads)
+    lm = load_model(args.model, dtype=p.dtype, device=p.device, seed=p.seed)
     model = lm.model
-    s = build_slice(lm.tokenizer, "boolq", args.batch * 2, args.window, seed=0)
+    s = build_slice(lm.tokenizer, "boolq", args.batch * 2, args.window, seed=p.seed)
     calib_tokens, tokens = s.tokens[: args.batch], s.tokens[args.batch:]
-    cal = lat.calibrate(model, calib_tokens, lat.valid_mask(*calib_tokens.shape), args.batch, progress=False)
+    cal = lat.calibrate(model, calib_tokens, lat.valid_mask(*calib_tokens.shape, p.exclude_first_token),
+                        batch_size=args.batch, progress=False)
     ids = torch.tensor(tokens)
-    valid = lat.valid_mask(*tokens.shape)
+    valid = lat.valid_mask(*tokens.shape, p.exclude_first_token)
 
     def full():
         with torch.no_grad():
@@ -49,7 +52,8 @@ def main() -> None:
         hooks.forward_hidden(model, ids)
 
     def tapped():
-        lat.collect_events(model, tokens, valid, cal, floor=4.0, batch_size=args.batch, progress=False)
+        lat.collect_events(model, tokens, valid, cal, z_floor=p.z_floor, reference_tau=None, batch_size=args.batch,
+                           progress=False)
 
     variants = {"forward with LM head": full, "forward, no LM head": hidden, "tap + streaming reduction": tapped}
     for fn in variants.values():  # warm-up
@@ -73,7 +77,8 @@ def main() -> None:
     arch = hooks.architecture(model)
     for window in (args.window // 2, args.window):
         sub, v = tokens[:, :window], valid[:, :window]
-        ev = lat.collect_events(model, sub, v, cal, floor=4.0, batch_size=args.batch, progress=False)
+        ev = lat.collect_events(model, sub, v, cal, z_floor=p.z_floor, reference_tau=None, batch_size=args.batch,
+                                progress=False)
         kept = sum(a.nbytes for a in ev.z) + sum(a.nbytes for a in ev.site)
         full_cache = sub.size * arch.n_layers * arch.d_ff * 4
         print(f"  T={window:4d}: kept {kept / 2**20:7.2f} MiB, full cache {full_cache / 2**20:8.1f} MiB, "

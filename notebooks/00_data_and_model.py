@@ -21,56 +21,45 @@
 # the fixed text slices every later phase uses, and shows their hashes and a decoded sample.
 #
 # * **Dataset A** — calibration slice (`mu`, `sigma` of the MLP tap) and lattice slice: disjoint,
-#   consecutive windows of one seeded stream of documents.
+#   consecutive windows of one seeded stream of `dataset_a`;
 # * **Dataset B** — a different source, held out for transfer checks.
 #
-# Artifacts: `slices.json` (slice definitions and sha256 of their token ids), `model.json`.
+# Artifacts: `model.json`, `slices.json` (slice definitions and sha256 of their token ids), `slices.npz`
+# (the token ids, which later phases read instead of tokenising again). All settings come from the
+# run's params (`avalanche-nb params` lists them).
 
 # %% tags=["parameters"]
-run_dir = ""  # run folder, injected by `avalanche-nb run`
-phase = "00_data_and_model"  # phase name, injected by `avalanche-nb run`
-model = "smollm2-135m-instruct"  # registry name, local path (folder or .gguf) or HF id in the local cache
-dtype = "float32"  # weights and compute dtype
-device = "cpu"  # torch device
-torch_threads = 2  # CPU threads for torch
-seed = 0  # seeds slice sampling and every random draw
-dataset_a = "boolq"  # source of Dataset A
-dataset_b = "sciq"  # source of Dataset B
-window = 128  # tokens per window
-n_sequences = 16  # Dataset A windows in the lattice slice
-n_calibration = 16  # Dataset A windows for mu/sigma
-n_sequences_b = 16  # Dataset B windows
+run_dir = ""  # the run folder, injected by `avalanche-nb run` (empty: the defaults, artifacts to a scratch folder)
 
 # %%
 import pandas as pd
 
-from avalanche_nb import hooks, provenance, runtime
-from avalanche_nb.data import build_slice
+from avalanche_nb import artifacts, hooks, pipeline, provenance, runtime
 from avalanche_nb.models import load_model
 
-runtime.configure(seed, torch_threads)
-out = provenance.phase_output(run_dir, phase)
+p, out = runtime.start(run_dir, "00_data_and_model")
 
 # %% [markdown]
 # ## Model
 
 # %%
-lm = load_model(model, dtype=dtype, device=device, seed=seed)
+with provenance.timed(out, "load_model"):
+    lm = load_model(p.model, dtype=p.dtype, device=p.device, seed=p.seed)
 arch = hooks.architecture(lm.model)
 info = lm.describe() | {"d_ff": arch.d_ff, "gated_mlp": arch.gated,
-                        "n_parameters": sum(p.numel() for p in lm.model.parameters())}
-provenance.save_json(out / "model.json", info)
+                        "n_parameters": sum(x.numel() for x in lm.model.parameters())}
+artifacts.write(out, "model.json", info)
 pd.Series(info, name="model").to_frame()
 
 # %% [markdown]
 # ## Slices
 
 # %%
-calib, lattice_slice = runtime.dataset_a_slices(lm.tokenizer, dataset_a, n_calibration, n_sequences, window, seed)
-slice_b = build_slice(lm.tokenizer, dataset_b, n_sequences_b, window, seed=seed)
-slices = {"a_calibration": calib, "a_lattice": lattice_slice, "b": slice_b}
-provenance.save_json(out / "slices.json", {k: s.to_dict() for k, s in slices.items()})
-provenance.record(out, model=info, slices={k: s.sha256 for k, s in slices.items()}, seed=seed)
+with provenance.timed(out, "slices"):
+    slices = pipeline.build_slices(lm.tokenizer, p)
+artifacts.write(out, "slices.json", {k: s.to_dict() for k, s in slices.items()})
+artifacts.write(out, "slices.npz", {k: s.tokens for k, s in slices.items()})
+provenance.record(out, model=info, slices={k: s.sha256 for k, s in slices.items()}, seed=p.seed)
 pd.DataFrame({k: s.to_dict() for k, s in slices.items()}).T
 
 # %%
@@ -84,4 +73,4 @@ print(f"model {lm.name}: {info['model_type']}, {arch.n_layers} layers, d_ff={arc
 # The first lattice window of Dataset A, as the model sees it (document separators included).
 
 # %%
-print(lm.tokenizer.decode(lattice_slice.tokens[0]))
+print(lm.tokenizer.decode(slices["a_lattice"].tokens[0]))

@@ -15,7 +15,7 @@
 # ---
 
 # %% [markdown]
-# # 01 · Event lattice
+# # 01 · Event lattice and the g = 1 reference
 #
 # The tapped tensor is the MLP intermediate `u` (gated MLPs: `act(gate)·up`, the input of the down
 # projection). Per layer and neuron it is standardised with `mu`, `sigma` from the calibration slice
@@ -28,94 +28,46 @@
 # `uniform`. The counting is exact (every `|z|` above a floor is kept in the forward pass), so the
 # achieved rate differs from the target only through integer rounding of the spike count and ties.
 #
-# Artifacts: `lattice.npz` (contract in the README), `thresholds.parquet`, `calibration.npz`.
+# The calibration, the per-layer targets of every target rate and the thresholds the `fixed` mode holds
+# are the **g = 1 reference** that every later gain is measured against; phases 03 and 04 read it back.
+#
+# Artifacts: `calibration.npz`, `reference.npz`, `lattice.npz` (the first target rate),
+# `thresholds.parquet`.
 
 # %% tags=["parameters"]
-run_dir = ""  # run folder, injected by `avalanche-nb run`
-phase = "01_event_lattice"  # phase name, injected by `avalanche-nb run`
-model = "smollm2-135m-instruct"  # registry name, local path (folder or .gguf) or HF id in the local cache
-dtype = "float32"  # weights and compute dtype
-device = "cpu"  # torch device
-torch_threads = 2  # CPU threads for torch
-batch_size = 8  # sequences per forward pass
-seed = 0  # seeds slice sampling and every random draw
-progress = True  # show progress bars
-dataset_a = "boolq"  # source of Dataset A
-window = 128  # tokens per window
-n_sequences = 16  # Dataset A windows in the lattice slice
-n_calibration = 16  # Dataset A windows for mu/sigma
-exclude_first_token = True  # leave the first token out of calibration and lattices
-target_rates = [4e-05]  # target neuron firing rates; the first defines lattice.npz
-rate_reference_d_ff = 18944  # MLP width the target rates refer to (None: as given)
-target_profile = "baseline_profile"  # baseline_profile or uniform
-reference_tau = 2.5  # z threshold whose per-layer rates shape baseline_profile
-z_floor = 4.0  # keep |z| above this in the forward pass (lowered automatically if needed)
-n_heatmaps = 3  # lattices drawn as heatmaps
+run_dir = ""  # the run folder, injected by `avalanche-nb run` (empty: the defaults, artifacts to a scratch folder)
 
 # %%
-import json
-import time
-
 import numpy as np
-import pandas as pd
 
-from avalanche_nb import lattice as lat
-from avalanche_nb import plots, provenance, runtime
+from avalanche_nb import artifacts, pipeline, plots, provenance, runtime
+from avalanche_nb.data import token_strings
+from avalanche_nb.lattice import SPIKE_DEFS
 from avalanche_nb.models import load_model
 
-runtime.configure(seed, torch_threads)
-out = provenance.phase_output(run_dir, phase)
-lm = load_model(model, dtype=dtype, device=device, seed=seed)
-calib_slice, lattice_slice = runtime.dataset_a_slices(lm.tokenizer, dataset_a, n_calibration, n_sequences, window, seed)
-
-# Fail closed if the slices differ from the ones phase 00 recorded (e.g. the data package changed).
-recorded = json.loads(provenance.load_input(run_dir, "00_data_and_model/slices.json", out).read_text())
-for name, s in (("a_calibration", calib_slice), ("a_lattice", lattice_slice)):
-    if recorded[name]["sha256"] != s.sha256:
-        raise RuntimeError(f"slice {name} differs from the one phase 00 recorded")
+p, out = runtime.start(run_dir, "01_event_lattice")
+lm = load_model(p.model, dtype=p.dtype, device=p.device, seed=p.seed)
+tokens = pipeline.read_tokens(run_dir, out)
 
 # %% [markdown]
-# ## Calibration at g = 1
-
-# %%
-# papermill_description=calibration
-t0 = time.perf_counter()
-calib_valid = lat.valid_mask(n_calibration, window, exclude_first_token)
-calibration = lat.calibrate(lm.model, calib_slice.tokens, calib_valid, batch_size, progress)
-provenance.save_npz(out / "calibration.npz", mu=calibration.mu, sigma=calibration.sigma,
-                    n_sites=np.array(calibration.n_sites))
-print(f"calibration: {calibration.n_sites} sites, {time.perf_counter() - t0:.1f} s")
-
-# %% [markdown]
-# ## Rate-matched thresholds
+# ## Calibration and rate-matched thresholds at g = 1
 # Target rates are scaled from the seed's MLP width to this model's `d_ff` so the expected spikes per
 # site match the seed's.
 
 # %%
-# papermill_description=lattice
-rates = lat.scale_seed_rates(target_rates, calibration.d_ff, rate_reference_d_ff)
-valid = lat.valid_mask(n_sequences, window, exclude_first_token)
-t0 = time.perf_counter()
-lattices = [lat.rate_matched_lattice(lm.model, lattice_slice.tokens, valid, calibration, r, target_profile,
-                                     z_floor, reference_tau, batch_size, progress=progress) for r in rates]
-elapsed = time.perf_counter() - t0
-main = lattices[0]
-provenance.save_npz(out / "lattice.npz", **main.to_npz_dict())
-
-rows = []
-for r, L_ in zip(rates, lattices):
-    for d in lat.SPIKE_DEFS:
-        th = L_.thresholds[d]
-        A = L_.counts[d]
-        for l in range(len(th.tau)):
-            rows.append(dict(target_mean=r, spike_def=d, layer=l, target=th.target[l], tau=th.tau[l],
-                             rate=th.rate[l], rel_err=th.rel_err[l], occupancy=(A[:, :, l][valid] > 0).mean(),
-                             spikes_per_site=A[:, :, l][valid].mean()))
-table = pd.DataFrame(rows)
-provenance.save_parquet(out / "thresholds.parquet", table)
-provenance.record(out, lattice_seconds=round(elapsed, 2), floor_used=[L_.floor for L_ in lattices],
-                  target_rates_scaled=rates, slices={"a_calibration": calib_slice.sha256, "a_lattice": lattice_slice.sha256})
-print(f"{len(rates)} target(s), both spike definitions: {elapsed:.1f} s (floor used: {[L_.floor for L_ in lattices]})")
+# papermill_description=reference
+with provenance.timed(out, "reference"):
+    ref = pipeline.build_reference(lm.model, tokens["a_calibration"], tokens["a_lattice"], p, progress=p.progress)
+main = ref.lattices[0]
+valid = main.valid
+table = pipeline.thresholds_table(ref, valid)
+artifacts.write(out, "calibration.npz", pipeline.calibration_arrays(ref.calibration))
+artifacts.write(out, "reference.npz", ref.to_arrays())
+artifacts.write(out, "lattice.npz", main.to_npz_dict())
+artifacts.write(out, "thresholds.parquet", table)
+provenance.record(out, floor_used=ref.floor, target_rates_scaled=ref.rates)
+print(f"calibration on {ref.calibration.n_sites} sites; {len(ref.rates)} target rate(s), both spike definitions "
+      f"(sparse floor used: {ref.floor})")
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -127,16 +79,12 @@ print(summary.map(lambda x: f"{x:.3g}").to_string())
 
 # %% [markdown]
 # ## Target vs achieved rate per layer
-# Rate matching holds each layer at its target (the lines overlap); `tau` absorbs the differences
-# between layers.
+# Rate matching holds each layer on its target (markers: achieved; line: target); `tau` absorbs the
+# differences between layers.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-for d in lat.SPIKE_DEFS:
-    th = main.thresholds[d]
-    plots.per_layer({"target": th.target, "achieved": th.rate}, f"{d}: neuron firing rate per layer",
-                    "rate", log=True).show()
-plots.per_layer({d: main.thresholds[d].tau for d in lat.SPIKE_DEFS}, "rate-matched thresholds", "tau").show()
+plots.rate_targets(main.thresholds, SPIKE_DEFS).show()
 
 # %% [markdown]
 # ## Lattices
@@ -145,6 +93,6 @@ plots.per_layer({d: main.thresholds[d].tau for d in lat.SPIKE_DEFS}, "rate-match
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-for n in range(min(n_heatmaps, n_sequences)):
-    toks = runtime.token_strings(lm.tokenizer, main.tokens[n])
-    plots.lattice_heatmap(main.counts["pos"][n], toks, valid[n], title=f"sequence {n}: pos spikes").show()
+for n in range(p.n_heatmaps):
+    plots.lattice_heatmap(main.counts["pos"][n], token_strings(lm.tokenizer, main.tokens[n]), valid[n],
+                          title=f"sequence {n}: pos spikes").show()

@@ -33,26 +33,19 @@
 # Artifacts: `avalanches.parquet`, `summary.json`, `branching_per_layer.parquet`.
 
 # %% tags=["parameters"]
-run_dir = ""  # run folder, injected by `avalanche-nb run`
-phase = "02_avalanches"  # phase name, injected by `avalanche-nb run`
-model = "smollm2-135m-instruct"  # registry name, local path (folder or .gguf) or HF id in the local cache
-seed = 0  # seeds every random draw
-torch_threads = 2  # CPU threads for torch
-adjacencies = ["von_neumann", "moore", "causal"]  # site adjacencies for avalanches
-n_heatmaps = 3  # lattices drawn as heatmaps
+run_dir = ""  # the run folder, injected by `avalanche-nb run` (empty: the defaults, artifacts to a scratch folder)
 
 # %%
-import numpy as np
 import pandas as pd
 
+from avalanche_nb import artifacts, plots, runtime
 from avalanche_nb import avalanches as av
-from avalanche_nb import plots, provenance, runtime
+from avalanche_nb.data import token_strings
 from avalanche_nb.lattice import SPIKE_DEFS
-from avalanche_nb.models import load_model
+from avalanche_nb.models import load_tokenizer
 
-runtime.configure(seed, torch_threads)
-out = provenance.phase_output(run_dir, phase)
-npz = np.load(provenance.load_input(run_dir, "01_event_lattice/lattice.npz", out))
+p, out = runtime.start(run_dir, "02_avalanches")
+npz = artifacts.read(run_dir, "lattice.npz", out)
 valid, tokens = npz["valid"], npz["tokens"]
 counts = {d: npz[f"counts_{d}"] for d in SPIKE_DEFS}
 N, T, L = counts["pos"].shape
@@ -62,31 +55,20 @@ print(f"lattice: {N} sequences x {T} tokens x {L} layers, {int(valid.sum())} val
 # ## Components
 
 # %%
-tables, summary, per_layer = [], {}, []
-for d in SPIKE_DEFS:
-    summary[d] = {}
-    for adj in adjacencies:
-        t = av.avalanche_table(counts[d], valid, adj)
-        tables.append(t.assign(spike_def=d, adjacency=adj))
-        s = av.summarise(counts[d], valid, adj)
-        s["rate_per_layer"] = npz[f"rate_{d}"].tolist()  # achieved neuron firing rate (phase 01)
-        summary[d][adj] = s
-    b = av.branching(av.occupancy(counts[d], valid))  # adjacency-free
-    per_layer.append(pd.DataFrame({"spike_def": d, "layer": np.arange(L), "b_time": b["b_time_per_layer"],
-                                   "b_depth": b["b_depth_per_layer"]}))
-columns = ["seq", "spike_def", "adjacency", "size", "n_sites", "t_span", "l_span", "t0", "l0"]
-table = pd.concat(tables, ignore_index=True)[columns]
-provenance.save_parquet(out / "avalanches.parquet", table)
-provenance.save_json(out / "summary.json", summary)
-provenance.save_parquet(out / "branching_per_layer.parquet", pd.concat(per_layer, ignore_index=True))
-print(f"{len(table)} avalanches over {len(SPIKE_DEFS)} spike definitions x {len(adjacencies)} adjacencies")
+table, summary, per_layer = av.lattice_summary(counts, valid, p.adjacencies,
+                                               {d: npz[f"rate_{d}"] for d in SPIKE_DEFS})
+artifacts.write(out, "avalanches.parquet", table)
+artifacts.write(out, "summary.json", summary)
+artifacts.write(out, "branching_per_layer.parquet", per_layer)
+print(f"{len(table)} avalanches over {len(SPIKE_DEFS)} spike definitions x {len(p.adjacencies)} adjacencies")
 
 # %%
 # NBVAL_CHECK_OUTPUT
 keys = ["n_avalanches", "b_time", "b_depth", "b_diag", "b_tot", "chi_fano", "chi_perc"]
-rows = {(d, adj): {k: summary[d][adj][k] for k in keys} for d in SPIKE_DEFS for adj in adjacencies}
+rows = {(d, adj): {k: summary[d][adj][k] for k in keys} for d in SPIKE_DEFS for adj in p.adjacencies}
 print(pd.DataFrame(rows).T.map(lambda x: f"{x + 0.0:.4g}").to_string())
-print("largest avalanche (spikes):", table.groupby(["spike_def", "adjacency"])["size"].max().to_dict())
+print("largest avalanche (spikes):")
+print(table.groupby(["spike_def", "adjacency"])["size"].max().unstack().to_string())
 
 # %% [markdown]
 # ## Size and span distributions
@@ -95,9 +77,9 @@ print("largest avalanche (spikes):", table.groupby(["spike_def", "adjacency"])["
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-for col, label in (("size", "spikes"), ("t_span", "token span D"), ("l_span", "layer span H")):
+for col, label in (("size", "size (spikes)"), ("t_span", "token span D (tokens)"), ("l_span", "layer span H (layers)")):
     sel = {f"{d} · {adj}": g[col].to_numpy() for (d, adj), g in table.groupby(["spike_def", "adjacency"])}
-    plots.ccdf(sel, f"avalanche {col}", label).show()
+    plots.ccdf(sel, f"avalanche {col}: P(X ≥ x)", label).show()
 
 # %% [markdown]
 # ## Branching per layer
@@ -106,20 +88,16 @@ for col, label in (("size", "spikes"), ("t_span", "token span D"), ("l_span", "l
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-bl = pd.concat(per_layer, ignore_index=True)
-for d in SPIKE_DEFS:
-    sel = bl[bl.spike_def == d]
-    plots.per_layer({"b_time": sel.b_time.to_numpy(), "b_depth": sel.b_depth.to_numpy()},
-                    f"{d}: branching per layer", "b").show()
+plots.branching_per_layer(per_layer).show()
 
 # %% [markdown]
 # ## Avalanches on the lattice
-# Each colour is one avalanche (`pos`, von Neumann adjacency); hover for the spike count.
+# Each colour is one avalanche (`pos`, the first adjacency); hover for the token, the spike count and the id.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-tokenizer = load_model(model).tokenizer
-labels, _ = av.label_avalanches(av.occupancy(counts["pos"], valid), adjacencies[0])
-for n in range(min(n_heatmaps, N)):
-    plots.lattice_heatmap(counts["pos"][n], runtime.token_strings(tokenizer, tokens[n]), valid[n],
-                          title=f"sequence {n}: avalanches ({adjacencies[0]})", labels=labels[n]).show()
+tokenizer = load_tokenizer(p.model)
+labels, _ = av.label_avalanches(av.occupancy(counts["pos"], valid), p.adjacencies[0])
+for n in range(p.n_heatmaps):
+    plots.lattice_heatmap(counts["pos"][n], token_strings(tokenizer, tokens[n]), valid[n],
+                          title=f"sequence {n}: avalanches ({p.adjacencies[0]})", labels=labels[n]).show()

@@ -38,69 +38,20 @@
 # `rigidity.parquet`, `findings.json`.
 
 # %% tags=["parameters"]
-run_dir = ""  # run folder, injected by `avalanche-nb run`
-phase = "06_massive"  # phase name, injected by `avalanche-nb run`
-model = "smollm2-135m-instruct"  # registry name, local path (folder or .gguf) or HF id in the local cache
-dtype = "float32"  # weights and compute dtype
-device = "cpu"  # torch device
-torch_threads = 2  # CPU threads for torch
-batch_size = 8  # sequences per forward pass
-seed = 0  # seeds slice sampling and every random draw
-progress = True  # show progress bars
-dataset_a = "boolq"  # source of the probe and calibration slices
-dataset_b = "sciq"  # source of the perplexity slice
-window = 128  # tokens per window
-n_sequences_b = 16  # Dataset B windows
-arc_subsets = ["ARC-Easy", "ARC-Challenge"]  # ARC validation subsets
-score_batch_size = 16  # ARC questions or B windows per forward pass when scoring
-replication_models = ["smollm2-135m-instruct", "gemma3-270m"]  # models analysed besides the run's model
-ma_probe_sequences = 10  # Dataset A windows of the probe slice
-ma_calibration_sequences = 16  # Dataset A windows whose MA-site means the mean intervention writes
-ma_top_k = 10  # largest entries kept per layer and sequence
-ma_criterion = "sun"  # sun or relaxed
-ma_relaxed_ratio = 100.0  # top-1 over median ratio of the relaxed criterion
-ma_interventions = ["zero", "mean", "clip"]  # edits of the MA sites from the ME layer on
-ma_clip_multiple = 10.0  # clip MA sites to this multiple of the median
-rigidity_alphas = [0.0]  # factors for the largest dims of the MA token's normed state
-rigidity_mask_rates = [0.01]  # fractions of d_model scaled
-rigidity_controls = 3  # control layers besides the ME layer (None: every other layer)
-rigidity_arc_limit = 25  # ARC questions per subset per rigidity configuration (None: all)
+run_dir = ""  # the run folder, injected by `avalanche-nb run` (empty: the defaults, artifacts to a scratch folder)
 
 # %%
-import time
-
-import numpy as np
 import pandas as pd
-import torch
 
+from avalanche_nb import artifacts, massive, plots, provenance, replication, runtime
 from avalanche_nb import ma_experiments as mx
-from avalanche_nb import massive, plots, provenance, replication, runtime
-from avalanche_nb.data import build_slice, load_arc
+from avalanche_nb.data import load_arc
+from avalanche_nb.progress import track
 
-runtime.configure(seed, torch_threads)
-out = provenance.phase_output(run_dir, phase)
-names = list(dict.fromkeys([model, *replication_models]))
-questions = load_arc(arc_subsets, limit=rigidity_arc_limit, seed=seed)
-abs_min, ratio_min = massive.thresholds(ma_criterion, ma_relaxed_ratio)
-
-
-def independent_scan(lm, tokens):
-    """ME layer, MA position and dim from HF's own output_hidden_states with numpy (no hooks of ours)."""
-    with torch.no_grad():
-        ids = torch.as_tensor(np.array(tokens), device=lm.model.device)
-        hs = lm.model.base_model(input_ids=ids, output_hidden_states=True).hidden_states
-    # hidden_states[l + 1] is layer l's output, except the last, which HF returns after the final norm
-    a = np.stack([h.abs().double().cpu().numpy() for h in hs[1:-1]])  # [L-1, N, T, d]
-    flat = a.reshape(a.shape[0], a.shape[1], -1)
-    top, med = flat.max(2), np.median(flat, axis=2)
-    meets = (top.mean(1) > abs_min) & ((top / med).mean(1) >= ratio_min)
-    if not meets.any():
-        return {"me_layer": None}
-    me_l = int(np.argmax(meets))
-    where = flat[me_l].argmax(1)
-    pos, dim = np.divmod(where, a.shape[3])
-    return {"me_layer": me_l, "ma_pos": int(np.bincount(pos).argmax()), "top1_dim": int(np.bincount(dim).argmax())}
-
+p, out = runtime.start(run_dir, "06_massive")
+names = list(dict.fromkeys([p.model, *p.replication_models]))
+questions = load_arc(p.arc_subsets, limit=p.rigidity_arc_limit, seed=p.seed)
+_, ratio_min = massive.thresholds(p.ma_criterion, p.ma_relaxed_ratio)
 
 # %% [markdown]
 # ## Per model: profile, ME layer, interventions, sinks, factorial ablation, rigidity reduction
@@ -109,68 +60,47 @@ def independent_scan(lm, tokens):
 
 # %%
 # papermill_description=massive
-tables = {k: [] for k in ("profile", "profile_topk", "propagation", "interventions", "token_class",
-                          "attention_sink", "factorial", "rigidity")}
+tables = {k: [] for k in mx.TABLES}
 me_info, findings, failures = {}, {}, {}
-for name in names:
-    t0 = time.perf_counter()
+for name in track(names, "massive activations", unit="model"):
     try:
-        lm = replication.load(name, dtype, device, seed)
+        lm = replication.load(name, p.dtype, p.device, p.seed)
     except replication.ReplicationModelError as err:
         failures[name] = str(err)
         print(f"SKIPPED {name}: {err}")
         continue
-    tok = lm.tokenizer
-    probe = build_slice(tok, dataset_a, ma_probe_sequences, window, seed=seed, offset=0)
-    calib = build_slice(tok, dataset_a, ma_calibration_sequences, window, seed=seed, offset=ma_probe_sequences)
-    slice_b = build_slice(tok, dataset_b, n_sequences_b, window, seed=seed)
-    text = [runtime.token_strings(tok, row) for row in probe.tokens]
-    s = massive.scan(lm.model, probe.tokens, ma_top_k, batch_size, progress=progress)
-    me = massive.me_layer(s, ma_criterion, ma_relaxed_ratio)
-    me.update(model=name, n_layers=s.n_layers, probe_sha256=probe.sha256,
-              ma_token=text[0][me["ma_pos"]] if me["found"] else None, independent=independent_scan(lm, probe.tokens))
-    ind = me["independent"]
-    checkable = not me["found"] or me["me_layer"] < s.n_layers - 1  # HF's last hidden state is post-norm
-    if checkable and (ind["me_layer"] != me["me_layer"] or (me["found"] and (ind["ma_pos"] != me["ma_pos"] or ind["top1_dim"] not in me["ma_dims"]))):
-        raise RuntimeError(f"{name}: the hooked scan {me} disagrees with the independent hidden-state scan {ind}")
+    with provenance.timed(out, f"model {name}"):
+        me, model_tables, found = mx.analyse(lm, p, questions)
     me_info[name] = me
-    tables["profile"].append(massive.profile_table(s, ma_relaxed_ratio).assign(model=name))
-    tables["profile_topk"].append(massive.topk_table(s, text).assign(model=name))
-    if not me["found"]:
+    for key, df in model_tables.items():
+        tables[key].append(df)
+    if found is None:
         print(f"{name}: none found — {me['reason']}")
         continue
-    tables["propagation"].append(massive.propagation(s, me["ma_pos"]).assign(model=name))
-    inter, classes, sinks = mx.interventions(lm.model, tok, me, probe.tokens, calib.tokens, slice_b.tokens,
-                                             ma_interventions, ma_clip_multiple, ma_top_k, score_batch_size)
-    fact = mx.factorial(lm.model, me, probe.tokens, slice_b.tokens, ma_top_k, score_batch_size)
-    layers = mx.control_layers(s.n_layers, me["me_layer"], rigidity_controls)
-    rig = mx.rigidity(lm.model, tok, me, probe.tokens, slice_b.tokens, questions, layers, rigidity_alphas,
-                      rigidity_mask_rates, ma_top_k, score_batch_size, progress)
-    for key, df in (("interventions", inter), ("token_class", classes), ("attention_sink", sinks),
-                    ("factorial", fact), ("rigidity", rig)):
-        tables[key].append(df.assign(model=name))
-    findings[name] = mx.findings(me, inter, fact, rig)
-    print(f"{name}: ME layer {me['me_layer']} (jump {me['jump_layer']}), MA token {me['ma_pos']} "
-          f"{me['ma_token']!r}, dims {me['ma_dims']}; {time.perf_counter() - t0:.0f} s")
+    findings[name] = found
+    print(f"{name}: ME layer {me['me_layer']} (largest jump {me['jump_layer']}), MA token {me['ma_pos']} "
+          f"{me['ma_token']!r}, dims {me['ma_dims']}")
     del lm
 if not me_info:
     raise RuntimeError(f"no model could be analysed: {failures}")
-frames = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in tables.items()}
+frames = {k: pd.concat(v, ignore_index=True) if v else artifacts.empty(f"{k}.parquet") for k, v in tables.items()}
 for key, df in frames.items():
-    provenance.save_parquet(out / f"{key}.parquet", df)
-provenance.save_json(out / "me_layer.json", {"criterion": ma_criterion, "models": me_info, "failures": failures})
-provenance.save_json(out / "findings.json", findings)
+    artifacts.write(out, f"{key}.parquet", df)
+artifacts.write(out, "me_layer.json", {"criterion": p.ma_criterion, "models": me_info, "failures": failures})
+artifacts.write(out, "findings.json", findings)
 
 # %%
 # NBVAL_CHECK_OUTPUT
 for name, me in me_info.items():
-    print(f"{name}: ME layer {me['me_layer']} ({ma_criterion}); first by criterion {me['first_layer']}; "
-          f"jump {me['jump_layer']}; MA token {me['ma_pos']} {me['ma_token']!r}; dims {me['ma_dims']}; "
-          f"independent scan {me['independent']}")
+    ind = me["independent"]
+    print(f"{name}: ME layer {me['me_layer']} ({p.ma_criterion}); first by criterion {me['first_layer']}; "
+          f"largest jump {me['jump_layer']}; MA token {me['ma_pos']} {me['ma_token']!r}; dims {me['ma_dims']}; "
+          f"independent scan: ME layer {ind['me_layer']}, position {ind.get('ma_pos')}, dim {ind.get('top1_dim')}")
 for name, f in findings.items():
-    print(name, "perplexity ratio:", {k: f"{v:.3g}" for k, v in f["perplexity_ratio"].items()})
-    print(name, "MA persists downstream in the factorial cells:", f["ma_persists_in_factorial"])
-print("failed:", failures or "none")
+    print(name, "perplexity ratio: " + ", ".join(f"{k} {v:.3g}" for k, v in f["perplexity_ratio"].items()))
+    print(name, "MA persists downstream in the factorial cells: "
+          + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in f["ma_persists_in_factorial"].items()))
+print("failed:", ", ".join(failures) or "none")
 
 # %% [markdown]
 # ## Profiles
@@ -182,7 +112,7 @@ print("failed:", failures or "none")
 for name, prof in frames["profile"].groupby("model", sort=False):
     plots.ma_profile(prof, me_info[name], f"{name}: largest and median |h| per layer").show()
 cols = ["model", "layer", "top1", "top1_std", "median", "ratio", "ratio_sem", "sun", "relaxed", "top1_pos", "top1_dim"]
-frames["profile"][cols].round(3)
+massive.around_me_layer(frames["profile"], me_info)[cols].round(3)  # the layers around each ME layer
 
 # %% [markdown]
 # ## Propagation
@@ -216,17 +146,15 @@ if len(frames["interventions"]):
 # %% [markdown]
 # ## Attention sinks
 # Attention mass on the first token, per layer and head (mean over query positions and probe sequences),
-# unedited, and its change when the MA sites are zeroed.
+# unedited, and its change under each edit of the MA sites, all edits on one colour scale (so an edit
+# that changes nothing looks blank next to one that does).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 for name, sink in frames["attention_sink"].groupby("model", sort=False):
     base = sink[sink.intervention == "none"]
     plots.layer_head_heatmap(base, "sink", f"{name}: attention mass on the first token").show()
-    for mode in ma_interventions:
-        edited = sink[sink.intervention == mode].merge(base, on=["layer", "head"], suffixes=("", "_none"))
-        edited["change"] = edited.sink - edited.sink_none
-        plots.layer_head_heatmap(edited, "change", f"{name}: sink mass change under '{mode}'", diverging=True).show()
+    plots.sink_changes(sink, p.ma_interventions, name).show()
 
 # %% [markdown]
 # ## Factorial ablation at the ME layer

@@ -53,7 +53,7 @@ seq = 0  # sequence shown first
 from avalanche_nb import runtime
 from avalanche_nb.widgets import explore
 
-runtime.configure()
+runtime.configure(seed=0, torch_threads=0)  # offline mode and the plot renderer; a live stack sets its own
 source = dict(run_dir=run_dir) if run_dir else dict(run_id=run_id) if run_id else dict(
     model=model, n_sequences=n_sequences, window=window, gains=gains)
 ex = explore(**source, g=g, spike_def=spike_def, mode=threshold_mode, adjacency=adjacency or None, seq=seq)

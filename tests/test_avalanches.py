@@ -42,7 +42,7 @@ def test_l0_is_the_lowest_layer_over_all_sites():
         "111",  # t=1: layers 0..2
     ])
     # one component, 4 sites; t0 = 0, but l0 = 0 comes from t=1 (bounding-box corner, not a site)
-    assert rows(av.avalanche_table(A)) == [(0, 4, 4, 2, 3, 0, 0)]
+    assert rows(av.avalanche_table(A, adjacency="von_neumann")) == [(0, 4, 4, 2, 3, 0, 0)]
 
 
 def test_moore_joins_both_diagonals():
@@ -71,13 +71,13 @@ def test_empty_lattices_give_defined_results_without_warnings():
             (np.ones((2, 5, 3), int), np.zeros((2, 5), bool)),  # everything masked
             (np.zeros((0, 5, 3), int), None),                   # no sequences
         ]:
-            t = av.avalanche_table(empty, valid)
+            t = av.avalanche_table(empty, valid, adjacency="von_neumann")
             assert len(t) == 0 and list(t.columns) == list(av.TABLE_COLUMNS)
             assert all(dtype == np.int64 for dtype in t.dtypes)
-            labels, k = av.label_avalanches(av.occupancy(empty, valid))
+            labels, k = av.label_avalanches(av.occupancy(empty, valid), "von_neumann")
             assert k == 0 and labels.dtype == np.int32 and not labels.any()
             assert math.isnan(av.chi_perc(t))
-            s = av.summarise(empty, valid, "moore")
+            s = av.summarise(empty, valid, adjacency="moore")
             assert s["n_avalanches"] == 0
             assert all(math.isnan(s[k]) for k in ("b_time", "b_depth", "b_diag", "b_tot", "chi_fano", "chi_perc"))
             assert np.isnan(s["b_time_per_layer"]).all() and np.isnan(s["b_depth_per_layer"]).all()
@@ -89,7 +89,7 @@ def test_empty_lattices_give_defined_results_without_warnings():
 
 def test_full_single_and_border_lattices():
     full = np.ones((1, 4, 3), int)
-    assert rows(av.avalanche_table(full)) == [(0, 12, 12, 4, 3, 0, 0)]  # 4 x 3 sites of 1 spike
+    assert rows(av.avalanche_table(full, adjacency="von_neumann")) == [(0, 12, 12, 4, 3, 0, 0)]  # 4 x 3 sites of 1 spike
     b = av.branching(full > 0)
     assert (b["b_time"], b["b_depth"], b["b_diag"], b["b_tot"]) == (1.0, 1.0, 1.0, 2.0)
     single = np.zeros((1, 4, 3), int)
@@ -130,10 +130,10 @@ def test_masked_first_token_splits_a_component():
         "1.1",  # t=1
         "1.1",  # t=2
     ])
-    assert rows(av.avalanche_table(A)) == [(0, 7, 7, 3, 3, 0, 0)]
+    assert rows(av.avalanche_table(A, adjacency="von_neumann")) == [(0, 7, 7, 3, 3, 0, 0)]
     valid = np.array([[False, True, True]])
     # without t=0: two columns of 2 sites each, tokens 1..2, layers 0 and 2
-    assert rows(av.avalanche_table(A, valid)) == [(0, 2, 2, 2, 1, 1, 0), (0, 2, 2, 2, 1, 1, 2)]
+    assert rows(av.avalanche_table(A, valid, adjacency="von_neumann")) == [(0, 2, 2, 2, 1, 1, 0), (0, 2, 2, 2, 1, 1, 2)]
     assert not av.occupancy(A, valid)[0, 0].any()
     assert av.occupancy(A, valid.tolist()).dtype == bool  # lists and int masks are accepted
 
@@ -141,7 +141,7 @@ def test_masked_first_token_splits_a_component():
 def test_valid_mask_removes_sites():
     A = lattice(["1", "1", "1"])  # one column, tokens 0..2
     valid = np.array([[True, False, True]])
-    assert rows(av.avalanche_table(A, valid)) == [(0, 1, 1, 1, 1, 0, 0), (0, 1, 1, 1, 1, 2, 0)]
+    assert rows(av.avalanche_table(A, valid, adjacency="von_neumann")) == [(0, 1, 1, 1, 1, 0, 0), (0, 1, 1, 1, 1, 2, 0)]
     assert av.chi_fano(np.stack([A[0], 2 * A[0]]), np.array([[True, False, True]] * 2)) == pytest.approx(
         # Y = [1 + 1, 2 + 2] = [2, 4]: mean 3, sample variance (1 + 1) / 1 = 2 -> 2/3
         2 / 3)
@@ -208,9 +208,9 @@ def test_chi_perc_from_a_lattice():
         ["1111", "....", "..99"],  # seq 1: clusters of 4 and 2 sites (size counts spikes, s counts sites)
     )
     # drop 2 (seq 0) and 4 (seq 1): left 1, 1, 2 -> (1 + 1 + 4) / (1 + 1 + 2) = 6 / 4
-    assert av.chi_perc(av.avalanche_table(A)) == pytest.approx(6 / 4)
+    assert av.chi_perc(av.avalanche_table(A, adjacency="von_neumann")) == pytest.approx(6 / 4)
     # ties: one token "11.11" holds two clusters of 2 sites; exactly one is dropped -> 2^2 / 2 = 2
-    assert av.chi_perc(av.avalanche_table(lattice(["11.11"]))) == pytest.approx(2.0)
+    assert av.chi_perc(av.avalanche_table(lattice(["11.11"]), adjacency="von_neumann")) == pytest.approx(2.0)
 
 
 def test_summarise_by_hand_and_json():
@@ -219,7 +219,7 @@ def test_summarise_by_hand_and_json():
         ["..", "1.", "11"],
     )
     valid = np.array([[False, True, True], [False, True, True]])  # first token masked
-    s = av.summarise(A, valid, "von_neumann")
+    s = av.summarise(A, valid, adjacency="von_neumann")
     # valid occupied sites: seq 0 {(1,0), (2,1)}, seq 1 {(1,0), (2,0), (2,1)}; 4 valid token sites
     # layer 0: (0,1,0), (1,1,0), (1,2,0) = 3/4; layer 1: (0,2,1), (1,2,1) = 2/4
     assert s["occupancy_per_layer"] == [0.75, 0.5]
@@ -243,7 +243,7 @@ def test_table_matches_a_flood_fill(adjacency, density):
     for _ in range(5):
         A = (rng.random((4, 17, 9)) < density) * rng.integers(1, 4, (4, 17, 9))
         valid = rng.random((4, 17)) < 0.9
-        t = av.avalanche_table(A, valid, adjacency)
+        t = av.avalanche_table(A, valid, adjacency=adjacency)
         assert sorted(rows(t)) == flood_fill_table(A, valid, adjacency)
         assert list(t["seq"]) == sorted(t["seq"])  # label order is raster order: sequences in turn
 
@@ -273,15 +273,16 @@ def test_chi_perc_peaks_at_the_site_percolation_threshold(adjacency, p_c):
 def test_bad_input():
     A = np.zeros((1, 3, 2), int)
     for call in (lambda: av.avalanche_table(A, adjacency="hex"), lambda: av.label_avalanches(A > 0, "Moore"),
-                 lambda: av.summarise(A, None, "hex")):
+                 lambda: av.summarise(A, None, adjacency="hex")):
         with pytest.raises(ValueError, match="unknown adjacency .*von_neumann, moore, causal"):
             call()
-    for call in (lambda v: av.avalanche_table(A, v), lambda v: av.occupancy(A, v),
-                 lambda v: av.chi_fano(A, v), lambda v: av.summarise(A, v)):
+    for call in (lambda v: av.avalanche_table(A, v, adjacency="von_neumann"), lambda v: av.occupancy(A, v),
+                 lambda v: av.chi_fano(A, v), lambda v: av.summarise(A, v, adjacency="von_neumann")):
         with pytest.raises(ValueError, match=r"valid has shape \(1, 4\), expected \(1, 3\)"):
             call(np.ones((1, 4), bool))
-    for call in (av.avalanche_table, av.occupancy, av.chi_fano, av.label_avalanches, av.branching):
+    for call in (lambda X: av.avalanche_table(X, adjacency="von_neumann"), av.occupancy, av.chi_fano,
+                 lambda X: av.label_avalanches(X, "von_neumann"), av.branching):
         with pytest.raises(ValueError, match=r"3-D \[N, T, L\], got shape \(3, 2\)"):
             call(np.zeros((3, 2), int))
     with pytest.raises(ValueError, match="integer spike counts"):
-        av.avalanche_table(np.full((1, 2, 2), 1.5))
+        av.avalanche_table(np.full((1, 2, 2), 1.5), adjacency="von_neumann")

@@ -1,6 +1,8 @@
-"""Training-dynamics fits: recovery on synthetic curves of each family, AIC, Jacobian, Lambert-W peak."""
+"""Training-dynamics fits: recovery on synthetic curves of each family, AIC, Jacobian, Lambert-W peak,
+fits over a trajectories table."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.optimize import approx_fprime
 
@@ -87,3 +89,32 @@ def test_bad_series_fail_with_a_reason():
     bad[3] = np.nan
     assert "non-finite" in em.fit(T, bad).reason
     assert not em.fit(T, np.ones_like(T)).ok and em.choose({"ma5": em.fit(T, np.ones_like(T))}) is None
+
+
+def test_curve_from_the_table_equals_the_fit_itself():
+    """The figures draw fits from fits.parquet's data-unit parameters: they must be the fitted curves."""
+    rng = np.random.default_rng(3)
+    t = np.array([0, 1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 224, 256], float)
+    y = em.original(t, 30.0, 0.02, 0.05, 1.0, 5.0) + rng.normal(0, 0.2, t.size)
+    table = em.fit_trajectories(pd.DataFrame({"model": "m", "layer": 0, "step": t, "ratio": y}))
+    for row in table[table.ok].to_dict("records"):
+        f = em.fit(t, y, row["fit"])
+        np.testing.assert_allclose(em.curve(row, t), f.predict(t), rtol=1e-6, atol=1e-6)
+
+
+def test_fit_trajectories_marks_failures_and_reproduces_r2():
+    t = np.array([0, 1, 2, 4, 8, 16, 32, 64, 100, 150, 200, 250, 300], float)
+    good = em.original(t, 20.0, 0.5, 0.02, 1.0, 5.0) + np.random.default_rng(0).normal(0, 0.05, t.size)
+    traj = pd.concat([
+        pd.DataFrame({"model": "m", "layer": 0, "step": t, "ratio": good}),
+        pd.DataFrame({"model": "m", "layer": 1, "step": t, "ratio": 7.0}),
+        pd.DataFrame({"model": "m", "layer": 2, "step": t[:4], "ratio": [1.0, 2.0, 3.0, 4.0]})])
+    fits = em.fit_trajectories(traj)
+    ma5 = fits[fits.fit == "ma5"].set_index("layer")
+    assert ma5.loc[0, "ok"] and ma5.loc[0, "r2"] > 0.99
+    assert not ma5.loc[1, "ok"] and "constant" in ma5.loc[1, "reason"]
+    assert not ma5.loc[2, "ok"] and "need more than 5" in ma5.loc[2, "reason"]
+    assert fits.groupby("layer").chosen.sum().to_dict() == {0: 1, 1: 0, 2: 1}  # layer 2: a 2-3 parameter step still fits
+    assert em.fit(t, good, "ma5").r2 == pytest.approx(ma5.loc[0, "r2"], rel=1e-12)
+    with pytest.raises(ValueError, match="lack the column"):
+        em.fit_trajectories(traj.drop(columns="ratio"))

@@ -8,7 +8,9 @@ import pytest
 
 from avalanche_nb import cli
 from avalanche_nb import gain_stack as gs
-from avalanche_nb import runtime, widgets
+from avalanche_nb import live_stack
+from avalanche_nb import widgets
+from avalanche_nb.data import token_strings
 
 pytestmark = pytest.mark.slow
 COLUMNS = ["rate_mean", "b_tot", "delta_b_tot_n1", "z_tot_n1", "chi_perc", "chi_fano", "n_avalanches"]
@@ -20,7 +22,7 @@ def test_curves_equal_the_sweep_table(run_dir):
     assert stack.adjacency == "von_neumann" and stack.null_draws == 10 and stack.shape == (3, 4, 48, 30)
     for d, m in gs.KEYS:
         rows = sweep[(sweep.ablation == "all") & (sweep.spike_def == d) & (sweep.threshold_mode == m)].sort_values("g")
-        sig = gs.signatures(stack, d, m)
+        sig = gs.curves(stack, d, m)
         np.testing.assert_allclose(sig.g, rows.g)
         for col in COLUMNS:  # same lattices, nulls, seed and draws: the same numbers
             np.testing.assert_allclose(sig[col], rows[col], rtol=1e-12, err_msg=f"{d} {m} {col}")
@@ -29,7 +31,7 @@ def test_curves_equal_the_sweep_table(run_dir):
 def test_token_labels_are_the_tokenizer_s(run_dir, smol):
     stack = gs.from_run(run_dir)
     for n in range(stack.shape[1]):
-        assert stack.token_text[n].tolist() == runtime.token_strings(smol.tokenizer, stack.tokens[n])
+        assert stack.token_text[n].tolist() == token_strings(smol.tokenizer, stack.tokens[n])
 
 
 def test_exports_stay_out_of_the_phase_folders(run_dir):
@@ -41,10 +43,10 @@ def test_exports_stay_out_of_the_phase_folders(run_dir):
 
 def test_live_stack_is_rate_matched_deterministic_and_cached(monkeypatch):
     kw = dict(n_sequences=2, n_calibration=2, window=24, gains=[0.9, 1.0, 1.1], progress=False)
-    fresh = gs.compute("smollm2-135m-instruct", cache=False, **kw)
-    first = gs.compute("smollm2-135m-instruct", **kw)  # computes (or reads) the cache
+    fresh = live_stack.compute("smollm2-135m-instruct", cache=False, **kw)
+    first = live_stack.compute("smollm2-135m-instruct", **kw)  # computes (or reads) the cache
     monkeypatch.setattr("avalanche_nb.models.load_model", lambda *a, **k: pytest.fail("the cache was not used"))
-    cached = gs.compute("smollm2-135m-instruct", **kw)
+    cached = live_stack.compute("smollm2-135m-instruct", **kw)
     G, N, T, L = fresh.shape
     assert (G, N, T, L) == (3, 2, 24, 30)
     for k in gs.KEYS:

@@ -6,6 +6,11 @@ import pytest
 
 from avalanche_nb import avalanches as av
 from avalanche_nb import gstar, nulls
+from avalanche_nb import params as P
+
+
+def params(**kw):
+    return P.validate(kw)
 
 G = np.round(np.arange(0.5, 1.51, 0.1), 10)
 
@@ -63,11 +68,11 @@ def lattices():
 
 def test_evidence_point_values_are_the_sweeps_statistics(lattices):
     counts, valid = lattices
-    ev = gstar.evidence(counts, valid, [0.9, 1.0, 1.1], null_draws=40, boot=30, seed=5)
+    ev = gstar.evidence(counts, valid, [0.9, 1.0, 1.1], params(null_draws=40, bootstrap_draws=30, seed=5))
     for i, c in enumerate(counts):
         X = av.occupancy(c, valid)
         assert ev.b_tot[i] == pytest.approx(av.branching(X)["b_tot"])
-        assert ev.chi_perc[i] == pytest.approx(av.chi_perc(av.avalanche_table(c, valid)))
+        assert ev.chi_perc[i] == pytest.approx(av.chi_perc(av.avalanche_table(c, valid, adjacency="von_neumann")))
         z = nulls.null_branching(X, valid, ("n1",), null_draws=40, seed=5)["n1"]["tot"]["z"]
         assert ev.z_tot_n1[i] == pytest.approx(z)
     assert (ev[["b_tot_se", "chi_perc_se", "z_tot_n1_se"]] > 0).all().all()
@@ -77,10 +82,25 @@ def test_evidence_point_values_are_the_sweeps_statistics(lattices):
 def test_sequence_parts_z_equals_null_branchings_in_chunks(lattices, chunk):
     """sequence_parts makes its 40 N1 draws at once; null_branching in chunks of ``chunk`` draws."""
     counts, valid = lattices
-    parts = gstar.sequence_parts(counts[1], valid, "von_neumann", 40, 5)
+    parts = gstar.sequence_parts(counts[1], valid, "von_neumann", null_draws=40, seed=5)
     z = gstar.criteria(parts, np.ones((1, counts.shape[1])))["z_tot_n1"][0]
     X = av.occupancy(counts[1], valid)
     nb = nulls.null_branching(X, valid, ("n1",), null_draws=40, seed=5, chunk=chunk)
+    assert z == pytest.approx(nb["n1"]["tot"]["z"], rel=1e-9)
+
+
+def test_the_n1_z_of_gstar_equals_null_branchings_at_a_real_lattice_shape():
+    """128 sequences x 256 tokens x 30 layers with 200 draws: null_branching splits them into chunks
+    (about 17 draws), gstar.sequence_parts draws all 200 at once; both must give the same N1 z."""
+    rng = np.random.default_rng(0)
+    valid = np.ones((128, 256), bool)
+    valid[:, 0] = False
+    counts = (rng.random((128, 256, 30)) < 0.05) * valid[:, :, None]
+    X = av.occupancy(counts, valid)
+    assert nulls._chunk_size(200, X.size, None) < 200
+    nb = nulls.null_branching(X, valid, ("n1",), null_draws=200, seed=0)
+    parts = gstar.sequence_parts(counts, valid, "von_neumann", null_draws=200, seed=0)
+    z = gstar.criteria(parts, np.ones((1, len(counts))))["z_tot_n1"][0]
     assert z == pytest.approx(nb["n1"]["tot"]["z"], rel=1e-9)
 
 
@@ -88,12 +108,12 @@ def test_evidence_se_matches_a_loop_over_resampled_sequences(lattices):
     from avalanche_nb.stats import bootstrap_weights
 
     counts, valid = lattices
-    ev = gstar.evidence(counts[:1], valid, [1.0], null_draws=5, boot=25, seed=2)
+    ev = gstar.evidence(counts[:1], valid, [1.0], params(null_draws=5, bootstrap_draws=25, seed=2))
     W = bootstrap_weights(6, 25, seed=2)
     vals = []
     for w in W:
         idx = np.repeat(np.arange(6), w)
-        vals.append(av.chi_perc(av.avalanche_table(counts[0][idx], valid[idx])))
+        vals.append(av.chi_perc(av.avalanche_table(counts[0][idx], valid[idx], adjacency="von_neumann")))
     assert ev.chi_perc_se[0] == pytest.approx(np.std(vals, ddof=1))
 
 
@@ -104,10 +124,10 @@ def test_selection_never_reads_dataset_b_or_arc(lattices, monkeypatch):
         raise AssertionError("the g* rule touched Dataset B or ARC")
 
     for mod, name in ((data, "build_slice"), (data, "load_arc"), (data, "load_documents"),
-                      (scoring, "continuation_loglik"), (scoring, "window_nll"), (transfer, "signatures")):
+                      (scoring, "continuation_loglik"), (scoring, "window_nll"), (transfer, "evaluate")):
         monkeypatch.setattr(mod, name, forbidden)
     counts, valid = lattices
-    ev = gstar.evidence(counts, valid, [0.9, 1.0, 1.1], null_draws=10, boot=10)
+    ev = gstar.evidence(counts, valid, [0.9, 1.0, 1.1], params(null_draws=10, bootstrap_draws=10))
     assert set(gstar.picks(ev)) == set(gstar.RULES)
 
 
@@ -155,3 +175,19 @@ def test_the_old_rule_name_works_with_a_message_naming_the_new_one():
     z = np.where(np.isclose(G, 0.9), 5.0, 1.0)
     with pytest.warns(FutureWarning, match="now called 'z_tot_n1_max'"):
         assert gstar.pick(table(chi, z=z), "delta_b_max") == 0.9
+
+
+def test_search_adds_gains_through_lattice_at_and_reads_nothing_else(lattices):
+    counts, valid = lattices
+    p = params(null_draws=10, bootstrap_draws=10, gstar_rule="chi_perc_max", gstar_limits=[0.7, 1.3],
+               gains=[0.9, 1.0, 1.1])
+    asked = []
+
+    def lattice_at(g):  # a denser lattice beyond the edge: the search must find its own way
+        asked.append(g)
+        return counts[2]
+
+    search = gstar.search(counts, valid, [0.9, 1.0, 1.1], p, lattice_at)
+    assert asked == search.added and all(g < 0.9 or g > 1.1 for g in asked)
+    on_grid = search.evidence[search.evidence.g.isin([0.9, 1.0, 1.1])].reset_index(drop=True)
+    assert on_grid.equals(gstar.evidence(counts, valid, [0.9, 1.0, 1.1], p))

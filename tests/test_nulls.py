@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from avalanche_nb import avalanches as av
-from avalanche_nb import gstar, nulls
+from avalanche_nb import nulls
 
 # Deterministic examples (seeded from the test's hash) and no example database written into the repo.
 PROPERTY = settings(max_examples=50, deadline=None, derandomize=True, database=None)
@@ -79,7 +79,7 @@ def rotation(before: np.ndarray, after: np.ndarray) -> list[int]:
 
 def branching_ref(X: np.ndarray) -> dict[str, float]:
     b = av.branching(X)
-    return {d: b[f"b_{d}"] for d in nulls.DIRECTIONS}
+    return {d: b[f"b_{d}"] for d in nulls.NULL_DIRECTIONS}
 
 
 def same(a, b) -> bool:
@@ -246,7 +246,7 @@ def test_branching_batch_equals_branching_on_every_draw(lattice, null, seed):
     batch = nulls.branching_batch(np.concatenate([X[None], draws]))
     for i, Xi in enumerate([X, *draws]):
         ref = branching_ref(Xi)
-        assert all(same(float(batch[d][i]), ref[d]) for d in nulls.DIRECTIONS), (i, ref, batch)
+        assert all(same(float(batch[d][i]), ref[d]) for d in nulls.NULL_DIRECTIONS), (i, ref, batch)
 
 
 @pytest.mark.parametrize("shape, sites", [
@@ -265,7 +265,7 @@ def test_branching_batch_nan_denominators(shape, sites):
         batch = nulls.branching_batch(X[None])
     ref = branching_ref(X)
     assert any(math.isnan(v) for v in ref.values())
-    assert all(same(float(batch[d][0]), ref[d]) for d in nulls.DIRECTIONS)
+    assert all(same(float(batch[d][0]), ref[d]) for d in nulls.NULL_DIRECTIONS)
 
 
 # ----------------------------------------------------------------------------- delta-b and z
@@ -286,7 +286,7 @@ def test_delta_b_is_null_on_an_iid_lattice(seed):
     X, valid = iid((8, 64, 12), 0.2, seed)
     result = nulls.null_branching(X, valid, null_draws=100, seed=seed)
     for null in nulls.NULLS:
-        for d in nulls.DIRECTIONS:
+        for d in nulls.NULL_DIRECTIONS:
             s = result[null][d]
             assert s["sd"] > 0 and abs(s["z"]) < 3, (null, d, s)
             assert math.isclose(s["delta"], result["observed"][d] - s["mean"])
@@ -354,24 +354,9 @@ def test_a_draw_does_not_depend_on_how_draws_are_batched(coarse, monkeypatch):
 def test_null_branching_does_not_depend_on_the_chunk_size():
     X, valid = iid((3, 20, 5), 0.3, 8)
     ref = nulls.null_branching(X, valid, null_draws=K, seed=1, chunk=K, trades=4)
-    assert all(math.isfinite(ref[null][d]["mean"]) for null in nulls.NULLS for d in nulls.DIRECTIONS)
+    assert all(math.isfinite(ref[null][d]["mean"]) for null in nulls.NULLS for d in nulls.NULL_DIRECTIONS)
     for chunk in (1, 7, 17, None):
         assert same(nulls.null_branching(X, valid, null_draws=K, seed=1, chunk=chunk, trades=4), ref), chunk
-
-
-def test_the_n1_z_of_gstar_equals_null_branchings_at_a_real_lattice_shape():
-    """128 sequences x 256 tokens x 30 layers with 200 draws: null_branching splits them into chunks
-    (about 17 draws), gstar.sequence_parts draws all 200 at once; both must give the same N1 z."""
-    rng = np.random.default_rng(0)
-    valid = np.ones((128, 256), bool)
-    valid[:, 0] = False
-    counts = (rng.random((128, 256, 30)) < 0.05) * valid[:, :, None]
-    X = av.occupancy(counts, valid)
-    assert nulls._chunk_size(200, X.size, None) < 200
-    nb = nulls.null_branching(X, valid, ("n1",), null_draws=200, seed=0)
-    parts = gstar.sequence_parts(counts, valid, "von_neumann", 200, 0)
-    z = gstar.criteria(parts, np.ones((1, len(counts))))["z_tot_n1"][0]
-    assert z == pytest.approx(nb["n1"]["tot"]["z"], rel=1e-9)
 
 
 # ----------------------------------------------------------------------------- bad and degenerate input
@@ -451,12 +436,12 @@ def test_flat_rows_columns_and_values():
     X, valid = iid((2, 10, 4), 0.4, 3)
     result = nulls.null_branching(X, valid, nulls=("n1", "n3"), null_draws=8, seed=0)
     row = nulls.flat_rows(result)
-    expected = [name for d in nulls.DIRECTIONS for null in nulls.NULLS for name in (
+    expected = [name for d in nulls.NULL_DIRECTIONS for null in nulls.NULLS for name in (
         f"{null}_b_{d}_mean", f"{null}_b_{d}_lo", f"{null}_b_{d}_hi", f"delta_b_{d}_{null}", f"z_{d}_{null}")]
     assert list(row) == expected and len(row) == 60
     assert all(isinstance(v, float) for v in row.values())
     for null in ("n1", "n3"):
-        for d in nulls.DIRECTIONS:
+        for d in nulls.NULL_DIRECTIONS:
             s = result[null][d]
             assert (row[f"{null}_b_{d}_mean"], row[f"{null}_b_{d}_lo"], row[f"{null}_b_{d}_hi"],
                     row[f"delta_b_{d}_{null}"], row[f"z_{d}_{null}"]) == (s["mean"], s["lo"], s["hi"], s["delta"], s["z"])

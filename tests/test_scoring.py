@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from avalanche_nb import data, hooks, scoring
-from avalanche_nb.models import load_model
+from tiny_models import load
 
 TINY = ["tiny-llama", "tiny-qwen2", "tiny-gemma3", "tiny-gpt-neox", "tiny-gpt2"]
 
@@ -28,28 +28,28 @@ def random_prompts(rng, n=9, vocab=100):
 
 @pytest.mark.parametrize("name", TINY)
 def test_batched_shared_context_scoring_equals_one_at_a_time(name):
-    model = load_model(name).model
+    model = load(name).model
     prompts = random_prompts(np.random.default_rng(1))
-    got = scoring.continuation_loglik(model, prompts, batch_size=4)
+    got = scoring.continuation_loglik(model, prompts, score_batch_size=4, progress=False)
     want = [naive_loglik(model, p.context, c) for p in prompts for c in p.continuations]
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
 def test_scoring_applies_gemmas_final_logit_softcap():
-    model = load_model("tiny-gemma3").model
+    model = load("tiny-gemma3").model
     model.config.final_logit_softcapping = 0.5  # tiny logits: a small cap makes it matter
     prompts = random_prompts(np.random.default_rng(2), n=4)
-    got = scoring.continuation_loglik(model, prompts, batch_size=3)
+    got = scoring.continuation_loglik(model, prompts, score_batch_size=3, progress=False)
     want = [naive_loglik(model, p.context, c) for p in prompts for c in p.continuations]
     np.testing.assert_allclose(got, want, atol=1e-4)
     model.config.final_logit_softcapping = None
-    assert not np.allclose(scoring.continuation_loglik(model, prompts), got, atol=1e-3)
+    assert not np.allclose(scoring.continuation_loglik(model, prompts, score_batch_size=8, progress=False), got, atol=1e-3)
 
 
 def test_scoring_under_a_gain_equals_the_hooked_model():
-    model = load_model("tiny-llama").model
+    model = load("tiny-llama").model
     prompts = random_prompts(np.random.default_rng(3), n=4)
-    got = scoring.continuation_loglik(model, prompts, g=1.7)
+    got = scoring.continuation_loglik(model, prompts, g=1.7, score_batch_size=8, progress=False)
     with hooks.gain(model, 1.7):
         want = [naive_loglik(model, p.context, c) for p in prompts for c in p.continuations]
     np.testing.assert_allclose(got, want, atol=1e-4)
@@ -65,9 +65,9 @@ def test_choose_picks_by_sum_and_by_character():
 
 
 def test_perplexity_is_exp_mean_token_nll_by_hand():
-    model = load_model("tiny-llama").model
+    model = load("tiny-llama").model
     tokens = np.random.default_rng(0).integers(3, 128, (3, 12))
-    nll = scoring.window_nll(model, tokens, batch_size=2)
+    nll = scoring.window_nll(model, tokens, score_batch_size=2)
     with torch.no_grad():
         logits = model(torch.tensor(tokens)).logits[:, :-1]
     by_hand = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.tensor(tokens)[:, 1:].reshape(-1),
@@ -80,7 +80,7 @@ def test_perplexity_is_exp_mean_token_nll_by_hand():
 
 @pytest.fixture(scope="module")
 def smol_tokenizer():
-    return load_model("smollm2-135m-instruct").tokenizer
+    return load("smollm2-135m-instruct").tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +95,9 @@ def wide_tiny_llama(smol_tokenizer):
 
 
 def test_arc_questions_with_three_or_five_choices_are_scored(smol_tokenizer, wide_tiny_llama):
-    arc = data.load_arc()
+    arc = data.load_arc(data.ARC_SUBSETS, seed=0)
     odd = [q for q in arc if len(q.choices) == 3][:2] + [q for q in arc if len(q.choices) == 5][:2] + arc[:2]
-    df = scoring.score_arc(wide_tiny_llama, smol_tokenizer, odd, batch_size=4)
+    df = scoring.score_arc(wide_tiny_llama, smol_tokenizer, odd, score_batch_size=4, progress=False)
     assert len(df) == len(odd) and df.n_choices.tolist() == [len(q.choices) for q in odd]
     prompts, chars = scoring.arc_prompts(smol_tokenizer, odd)
     assert len(chars) == sum(len(q.choices) for q in odd)
@@ -124,9 +124,9 @@ def test_acc_norm_divides_by_the_choice_text_without_the_leading_space(smol_toke
 
 
 def test_pred_norm_recomputes_from_loglik_and_choice_texts(smol_tokenizer, wide_tiny_llama):
-    arc = data.load_arc()
+    arc = data.load_arc(data.ARC_SUBSETS, seed=0)
     qs = arc[:6] + [q for q in arc if q.subset == "ARC-Challenge"][:6]
-    df = scoring.score_arc(wide_tiny_llama, smol_tokenizer, qs, batch_size=4)
+    df = scoring.score_arc(wide_tiny_llama, smol_tokenizer, qs, score_batch_size=4, progress=False)
     for q, row in zip(qs, df.itertuples()):
         assert (row.subset, row.id) == (q.subset, q.id)
         ll = np.asarray(row.loglik)
@@ -148,7 +148,7 @@ def long_prompts(rng, n=8, vocab=100):
 def test_attention_window_per_family():
     from transformers import Gemma3TextConfig, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
 
-    assert scoring.attention_window(load_model("tiny-gemma3").model.config) == 16
+    assert scoring.attention_window(load("tiny-gemma3").model.config) == 16
     # Gemma-3-270m: 18 layers, five sliding (512) per full one
     assert scoring.attention_window(Gemma3TextConfig(num_hidden_layers=18, sliding_window=512)) == 512
     assert scoring.attention_window(LlamaConfig()) is None
@@ -162,10 +162,10 @@ def test_attention_window_per_family():
 
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_sliding_window_scoring_equals_one_full_forward_per_continuation(batch_size):
-    model = load_model("tiny-gemma3").model
+    model = load("tiny-gemma3").model
     assert model.config.sliding_window == 16
     prompts = long_prompts(np.random.default_rng(0))
-    got = scoring.continuation_loglik(model, prompts, batch_size=batch_size)
+    got = scoring.continuation_loglik(model, prompts, score_batch_size=batch_size, progress=False)
     want = [naive_loglik(model, p.context, c) for p in prompts for c in p.continuations]
     np.testing.assert_allclose(got, want, atol=1e-5)
 
@@ -174,7 +174,7 @@ def test_cache_is_used_up_to_the_window_and_would_be_wrong_past_it():
     # contexts of C and 4 tokens (padded to C), continuations of up to 5 (M = 4 inputs): C + M = 16 is
     # the longest cached batch on a window of 16; forcing the cache at C + M = 17 evicts/masks real
     # tokens of the short context, which is what the full-sequence path avoids
-    model = load_model("tiny-gemma3").model
+    model = load("tiny-gemma3").model
     rng = np.random.default_rng(4)
     conts = ((5, 6, 7, 8, 9), (10, 11))
     for C, cached in ((12, True), (13, False)):
@@ -192,15 +192,15 @@ def test_edits_act_on_the_full_sequence_pass_as_on_one_full_forward():
     """Past the window, edits (which skip cached passes) still act on every scored sequence."""
     from avalanche_nb import interventions as iv
 
-    model = load_model("tiny-gemma3").model
+    model = load("tiny-gemma3").model
     prompts = long_prompts(np.random.default_rng(5), n=4)
     # sites near the end of the shortest context (20 tokens), which the scored tokens' windows reach
-    with iv.edit_sites(model, [0, 1], [3, 12, 19], [0, 5, 7], "zero"):
-        got = scoring.continuation_loglik(model, prompts, batch_size=4, g=1.3)
+    with iv.edit_sites(model, layers=[0, 1], positions=[3, 12, 19], dims=[0, 5, 7], mode="zero", ma_clip_multiple=10.0):
+        got = scoring.continuation_loglik(model, prompts, score_batch_size=4, g=1.3, progress=False)
         with hooks.gain(model, 1.3):
             want = [naive_loglik(model, p.context, c) for p in prompts for c in p.continuations]
     np.testing.assert_allclose(got, want, atol=1e-5)
-    assert not np.allclose(scoring.continuation_loglik(model, prompts, batch_size=4, g=1.3), got, atol=1e-4)
+    assert not np.allclose(scoring.continuation_loglik(model, prompts, score_batch_size=4, g=1.3, progress=False), got, atol=1e-4)
     assert hooks.hook_count(model) == 0
 
 
@@ -210,10 +210,10 @@ def test_arc_sweep_scores_the_grid_everywhere_and_everything_at_full_gains(smol_
     full = data.load_arc("ARC-Easy", limit=8, seed=1)
     grid = full[:3]
     arc, seconds = scoring.arc_sweep(wide_tiny_llama, smol_tokenizer, full, grid, [0.5, 1.0, 1.5], full_at=[1.0, 1.5],
-                                     batch_size=4, log=None)
+                                     score_batch_size=4, log=None, progress=False)
     assert arc.groupby("g").size().to_dict() == {0.5: 3, 1.0: 8, 1.5: 8}
     assert set(seconds) == {1.0, 1.5} and arc.in_grid.sum() == 9
-    s = scoring.arc_summary(arc, 1.5, boot=50)
+    s = scoring.arc_summary(arc, 1.5, boot=50, seed=0)
     assert s["mcnemar_set"] == "full" and s["mcnemar"]["all"]["n"] == 8
     a, b = arc[arc.g == 1.0].sort_values("id"), arc[arc.g == 1.5].sort_values("id")
     assert s["mcnemar"]["ARC-Easy"]["acc"] == mcnemar(a.correct, b.correct)
@@ -221,4 +221,4 @@ def test_arc_sweep_scores_the_grid_everywhere_and_everything_at_full_gains(smol_
     assert grid_rows[("all", 0.5)]["n"] == 3 and grid_rows[("ARC-Easy", 1.0)]["n"] == 3
     assert s["full_gains"] == [1.0, 1.5]
     with pytest.raises(ValueError, match="subset"):
-        scoring.arc_sweep(wide_tiny_llama, smol_tokenizer, grid, full, [1.0], log=None)
+        scoring.arc_sweep(wide_tiny_llama, smol_tokenizer, grid, full, [1.0], log=None, score_batch_size=8, progress=False)

@@ -1,8 +1,10 @@
-"""End to end: the real embedded SmolLM2 on a tiny slice (params/smoke.yaml), phases 00–02.
+"""End to end: the real embedded models on a tiny slice (params/smoke.yaml), every phase.
 
-Checks the artifact contract, that manifests verify, that the avalanche table is reproduced by an
-independent labelling, and (nbval) that re-executing the archived notebooks reproduces their checked
-outputs exactly.
+Checks the artifact contracts (every artifact against its schema in the phase registry), that
+manifests verify, that numbers are reproduced by independent computations (labelling, nulls, ARC
+scoring, perplexity, hidden-state scans, refits), that a second run of the same params is identical
+artifact for artifact, that the executed notebooks render cleanly and stay small, and (nbval) that
+re-executing them reproduces their checked outputs exactly.
 """
 
 import json
@@ -15,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from avalanche_nb import cli, gain_stack, provenance
+from avalanche_nb import artifacts, gain_stack, phases, provenance, runner
 from flood_fill import NEIGHBOURS, flood_fill_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,9 +26,9 @@ pytestmark = pytest.mark.slow
 
 def test_every_phase_finished_and_verifies(run_dir):
     folders = [p.name for p in sorted(run_dir.iterdir()) if p.is_dir()]
-    assert [f for f in folders if f != gain_stack.EXPORT_FOLDER] == list(cli.PHASES)  # the explorer may export
-    assert cli.verify(run_dir) == []
-    for phase in cli.PHASES:
+    assert [f for f in folders if f != gain_stack.EXPORT_FOLDER] == list(phases.names())  # the explorer may export
+    assert runner.verify(run_dir) == []
+    for phase in phases.names():
         m = provenance.read_manifest(run_dir / phase)
         assert f"{phase}.ipynb" in m["artifacts"] and m["params"]["n_sequences"] == 4
     assert "00_data_and_model/slices.json" in provenance.read_manifest(run_dir / "01_event_lattice")["inputs"]
@@ -77,10 +79,10 @@ def test_summary_contract(run_dir):
 def test_nbval_reproduces_the_checked_outputs(run_dir, tmp_path):
     import papermill
 
-    notebooks = [str(run_dir / phase / f"{phase}.ipynb") for phase in cli.PHASES]
+    notebooks = [str(run_dir / phase / f"{phase}.ipynb") for phase in phases.names()]
     # the explorer is not a phase: executed here on the smoke run, then checked like the phases
     explore = tmp_path / "explore.ipynb"
-    papermill.execute_notebook(str(ROOT / "notebooks" / "explore.ipynb"), str(explore), kernel_name=cli.KERNEL,
+    papermill.execute_notebook(str(ROOT / "notebooks" / "explore.ipynb"), str(explore), kernel_name=runner.KERNEL,
                                parameters={"run_dir": str(run_dir)}, progress_bar=False)
     notebooks.append(str(explore))
     env = os.environ | {provenance.SCRATCH_ENV: str(tmp_path / "scratch")}
@@ -218,7 +220,7 @@ def test_arc_rows_match_an_independent_scorer(run_dir, smol):
     """Each choice re-scored alone with a plain full forward and the HF logits (no batching, no cache)."""
     import torch
 
-    from avalanche_nb.data import default_add_bos, load_arc
+    from avalanche_nb.data import ARC_SUBSETS, default_add_bos, load_arc
 
     arc = pd.read_parquet(run_dir / "04_gstar" / "arc.parquet")
     for c in ("subset", "id", "g", "pred", "pred_norm", "answer", "correct", "correct_norm"):
@@ -226,7 +228,7 @@ def test_arc_rows_match_an_independent_scorer(run_dir, smol):
     g_star = json.loads((run_dir / "04_gstar" / "gstar.json").read_text())["gstar"]
     sizes = arc.groupby("g").size()
     assert sizes.index.tolist() == sorted({0.8, 1.0, 1.2, g_star}) and (sizes == 12).all()
-    questions = {(q.subset, q.id): q for q in load_arc(limit=6, seed=0)}
+    questions = {(q.subset, q.id): q for q in load_arc(ARC_SUBSETS, limit=6, seed=0)}
     # acc_norm is lm-evaluation-harness's rule at every gain: the choice text's length, no delimiter
     for row in arc.itertuples():
         q = questions[(row.subset, row.id)]
@@ -319,3 +321,36 @@ def test_training_dynamics_contract_and_refit(run_dir):
         refit = em.fit(g.step.to_numpy(float), g["mean"].to_numpy(float), row.fit)
         assert refit.r2 == pytest.approx(row.r2, rel=1e-9, abs=1e-12)
     assert (pd.read_parquet(out / "predictors.parquet").conclusive == False).all()  # noqa: E712 - 3 rows
+
+
+def test_every_artifact_matches_its_schema(run_dir):
+    for phase in phases.PHASES:
+        for a in phase.writes:
+            artifacts.validate(a.name, artifacts.read(run_dir, a.name))
+
+
+def test_a_second_run_of_the_same_params_is_identical_artifact_for_artifact(run_dir, tmp_path):
+    """00-03 again into another folder: every artifact (the notebooks aside) has the same bytes."""
+    twin = runner.run(run_dir / "params.yaml", phases="00,01,02,03", out=tmp_path, run_id="twin")
+    for phase in ("00_data_and_model", "01_event_lattice", "02_avalanches", "03_gain_sweep"):
+        a, b = (provenance.read_manifest(d / phase)["artifacts"] for d in (run_dir, twin))
+        a.pop(f"{phase}.ipynb"), b.pop(f"{phase}.ipynb")
+        assert a == b, phase
+
+
+def test_the_executed_notebooks_render_cleanly_and_stay_small(run_dir, tmp_path):
+    """Rendered to HTML as a reader sees them: no leaked paths or numpy reprs, no empty code cells,
+    and each notebook under 1 MB (plotly.js is loaded from the run folder, not embedded)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    assert (run_dir / "plotly.min.js").stat().st_size > 1_000_000
+    for phase in phases.names():
+        path = run_dir / phase / f"{phase}.ipynb"
+        assert path.stat().st_size < 1_000_000, (phase, path.stat().st_size)
+        nb = nbformat.read(path, as_version=4)
+        assert all(c.source.strip() for c in nb.cells if c.cell_type == "code"), f"{phase}: an empty code cell"
+        html, _ = HTMLExporter().from_notebook_node(nb)
+        for leak in ("PosixPath(", "np.str_(", ".partial/"):
+            assert leak not in html, (phase, leak)
+        assert "Traceback" not in html, phase

@@ -34,4 +34,4 @@ def test_bootstrap_weights_and_mean_ci():
     mean, lo, hi = bootstrap_mean_ci(x, 4000, seed=0)
     se = np.sqrt(0.6 * 0.4 / 100)  # binomial SE; the percentile CI is close to mean +- 1.96 SE
     assert mean == 0.6 and lo == pytest.approx(0.6 - 1.96 * se, abs=0.015) and hi == pytest.approx(0.6 + 1.96 * se, abs=0.015)
-    assert bootstrap_mean_ci(np.full(5, 0.3), 100) == pytest.approx((0.3, 0.3, 0.3))
+    assert bootstrap_mean_ci(np.full(5, 0.3), 100, seed=0) == pytest.approx((0.3, 0.3, 0.3))

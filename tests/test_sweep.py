@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from avalanche_nb import lattice as lat
-from avalanche_nb import sweep
+from avalanche_nb import params as P
+from avalanche_nb import pipeline, sweep
 from avalanche_nb.models import load_model
 
 
@@ -32,7 +33,7 @@ def test_ablation_bands_cover_the_layers_in_thirds():
 
 def test_shuffle_keeps_masked_positions_and_the_token_multiset():
     tokens = np.arange(20).reshape(2, 10)
-    valid = lat.valid_mask(2, 10)
+    valid = lat.valid_mask(2, 10, exclude_first_token=True)
     s = sweep.shuffle_tokens(tokens, valid, seed=0)
     assert (s[:, 0] == tokens[:, 0]).all()
     for n in range(2):
@@ -41,15 +42,16 @@ def test_shuffle_keeps_masked_positions_and_the_token_multiset():
 
 @pytest.fixture(scope="module")
 def tiny_sweep():
-    model = load_model("tiny-llama", seed=0).model
+    model = load_model("tiny-llama", dtype="float32", device="cpu", seed=0).model
     rng = np.random.default_rng(0)
     tokens, calib_tokens = rng.integers(3, 128, (6, 16)), rng.integers(3, 128, (6, 16))
-    valid = lat.valid_mask(6, 16)
-    cal = lat.calibrate(model, calib_tokens, lat.valid_mask(6, 16), progress=False)
-    base = lat.rate_matched_lattice(model, tokens, valid, cal, 0.02, "uniform", progress=False)
-    fixed = {(0, d): base.thresholds[d].tau for d in lat.SPIKE_DEFS}
+    valid = lat.valid_mask(6, 16, exclude_first_token=True)
+    p = P.validate({"target_rates": [0.02], "rate_reference_d_ff": None, "target_profile": "uniform",
+                    "progress": False})
+    ref = pipeline.build_reference(model, calib_tokens, tokens, p, progress=False)
+    base = ref.lattices[0]
     gains = [0.0, 1.0, 8.0]  # tiny random MLPs add little to the residual: large gains to see it
-    out = list(sweep.gain_lattices(model, tokens, valid, cal, gains, [base.target_rate], fixed, progress=False))
+    out = list(sweep.gain_lattices(model, tokens, valid, ref, gains, p))
     return base, out
 
 
@@ -75,8 +77,9 @@ def test_rate_moves_under_fixed_and_stays_on_target_under_rate_matching(tiny_swe
 
 def test_empty_lattice_gives_a_defined_row():
     counts = np.zeros((4, 12, 5), np.int32)
-    valid = lat.valid_mask(4, 12)
-    row, table = sweep.lattice_row(counts, valid, null_draws=5, gof_draws=5, boot=10)
+    valid = lat.valid_mask(4, 12, exclude_first_token=True)
+    row, table = sweep.lattice_row(counts, valid, P.validate({"null_draws": 5, "gof_draws": 5, "bootstrap_draws": 10}),
+                                   gof=True)
     assert row["n_avalanches"] == 0 and len(table) == 0
     for key in ("b_tot", "chi_perc", "chi_fano", "alpha", "gamma", "delta_b_tot_n1", "p_value", "mr_m"):
         assert np.isnan(row[key]), key

@@ -1,0 +1,314 @@
+"""Running phases: each phase notebook executed by papermill into a staging folder, hashed into a
+manifest, then renamed to its phase name (so a folder named after a phase is always complete).
+
+Everything that can be checked is checked before anything is created: the params (and their
+cross-key constraints), the model name (registry, local path or cached HF id, without loading
+weights), the notebooks and their parameters cell, and the inputs of every requested phase (each
+artifact a phase reads must come from a phase the run has finished or runs earlier in this call).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import params as P
+from . import phases as registry
+from . import provenance
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+KERNEL = "avalanche-nb"
+
+
+class PhaseFailedError(RuntimeError):
+    """A phase's notebook raised; its staging folder is kept as ``<phase>.failed``."""
+
+
+class RunInterrupted(RuntimeError):
+    """Ctrl-C during a phase: earlier phases are intact, the interrupted one left only its staging folder."""
+
+
+def select_phases(spec: str | None) -> list[str]:
+    """``"00,02"`` or full names -> phase names in run order; None -> all."""
+    if not spec:
+        return list(registry.names())
+    chosen = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        try:
+            chosen.append(registry.get(part).name)
+        except KeyError as err:
+            raise P.ParamsError(err.args[0]) from None
+    return [ph for ph in registry.names() if ph in chosen]
+
+
+def read_notebook(phase: str, notebooks: Path | None = None):
+    """The phase notebook from its jupytext ``.py`` source (the reviewed file)."""
+    import jupytext
+
+    notebooks = notebooks or NOTEBOOKS
+    path = notebooks / f"{phase}.py"
+    if not path.exists():
+        raise FileNotFoundError(f"notebook source {path} is missing")
+    nb = jupytext.read(path)
+    nb.metadata["kernelspec"] = {"name": KERNEL, "language": "python", "display_name": f"Python ({KERNEL})"}
+    return nb
+
+
+def declared_parameters(nb) -> dict:
+    """Names and defaults of the notebook's ``parameters`` cell."""
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"a phase notebook needs exactly one 'parameters' cell, found {len(cells)}")
+    namespace: dict = {}
+    exec(cells[0].source, {}, namespace)  # flat literals only, by convention
+    return namespace
+
+
+def check_notebook(nb, phase: str) -> None:
+    """A phase notebook's parameters cell holds exactly what identifies the run (``run_dir``); every
+    other setting comes from the run's params file, read inside the notebook."""
+    declared = set(declared_parameters(nb))
+    if declared != set(P.RUNNER_KEYS):
+        raise P.ParamsError(f"notebook {phase}'s parameters cell declares {sorted(declared)}; it must declare only "
+                            f"{list(P.RUNNER_KEYS)} (the notebook reads its params with runtime.start)")
+
+
+def finished(run_dir: Path) -> list[str]:
+    """Phases the run folder holds as finished (a folder named after the phase)."""
+    return [ph for ph in registry.names() if (run_dir / ph).is_dir()]
+
+
+def check_inputs(chosen: list[str], done: list[str]) -> None:
+    """Every artifact a chosen phase reads comes from a finished phase or one chosen before it."""
+    available = set(done)
+    for ph in chosen:
+        missing = sorted({registry.producer(a).name for a in registry.get(ph).reads} - available)
+        if missing:
+            raise P.ParamsError(f"phase {ph} reads artifacts of {', '.join(missing)}, which this run has not "
+                                f"finished: add {', '.join(m.split('_')[0] for m in missing)} to --phases")
+        available.add(ph)
+
+
+def _ipc_kernel_manager():
+    """A kernel manager talking to the kernel over local (IPC) sockets: the kernel never opens a TCP port
+    (so it does not warn, at every phase, that one is unencrypted), and its socket files are removed at
+    shutdown."""
+    import tempfile
+    import uuid
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.transport = "ipc"
+            self.ip = str(Path(tempfile.gettempdir()) / f"avalanche_nb-kernel-{uuid.uuid4().hex[:12]}")
+
+    return IPCKernelManager
+
+
+@contextmanager
+def _reporting_progress(path: Path, phase: str, every: float = 10.0):
+    """While the block runs, print the progress lines the phase's notebook appends to ``path``
+    (:mod:`progress`): each step's start and end, and at most one line per ``every`` seconds between."""
+    import threading
+
+    from . import progress
+
+    stop, last = threading.Event(), {}
+
+    def follow() -> None:
+        seen = 0
+        while True:
+            finished = stop.wait(1.0)
+            lines = path.read_text().splitlines() if path.exists() else []
+            for line in lines[seen:]:
+                rec = json.loads(line)
+                now, edge = time.monotonic(), rec["done"] in (0, rec["total"])
+                if edge or now - last.get(rec["step"], 0.0) >= every:
+                    last[rec["step"]] = now
+                    print(f"[avalanche-nb] {phase} · {progress.describe(rec)}", flush=True)
+            seen = len(lines)
+            if finished:
+                return
+
+    previous = os.environ.get(progress.ENV)
+    os.environ[progress.ENV] = str(path)  # the kernel inherits it
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        path.unlink(missing_ok=True)
+        if previous is None:
+            os.environ.pop(progress.ENV, None)
+        else:
+            os.environ[progress.ENV] = previous
+
+
+def ensure_kernel() -> None:
+    """Register this environment's kernel (papermill would otherwise pick whatever `python3` is)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if KERNEL not in KernelSpecManager().find_kernel_specs():
+        from ipykernel.kernelspec import install
+
+        install(kernel_name=KERNEL, display_name=f"Python ({KERNEL})", prefix=sys.prefix)
+
+
+def default_run_id(params) -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{provenance.params_sha256(dict(params))[:8]}"
+
+
+def _resume(run_dir: Path, params, requested: list[str] | None) -> list[str]:
+    """The phases to run on the existing ``run_dir``: those requested (default: every phase it lacks, in
+    order), under exactly the params it was made with; leftovers of interrupted or failed attempts at
+    them are removed first."""
+    import yaml
+
+    if not run_dir.is_dir():
+        raise provenance.RunExistsError(f"--resume: run {run_dir} does not exist")
+    recorded = yaml.safe_load((run_dir / P.PARAMS_FILE).read_text())
+    changed = sorted(k for k in set(recorded) | set(params) if recorded.get(k) != params.get(k))
+    if changed:
+        raise P.ParamsError(f"--resume: params differ from run {run_dir.name}'s in {', '.join(changed)}; "
+                            "start a new run instead")
+    done = finished(run_dir)
+    if requested is None:
+        chosen = [ph for ph in registry.names() if ph not in done]
+        if not chosen:
+            raise provenance.RunExistsError(f"--resume: run {run_dir.name} has finished every phase")
+    else:
+        chosen = requested
+        again = [ph for ph in chosen if ph in done]
+        if again:
+            raise provenance.RunExistsError(f"--resume: {run_dir.name} has finished {', '.join(again)} already "
+                                            "(finished phases are never overwritten); pick other --phases")
+    for ph in chosen:  # leftovers of an interrupted or failed attempt are not results: clear them
+        for stale in (provenance.staging_dir(run_dir, ph), run_dir / f"{ph}.failed"):
+            if stale.exists():
+                print(f"[avalanche-nb] removing {stale.name} from an earlier attempt", flush=True)
+                shutil.rmtree(stale)
+    return chosen
+
+
+def plan(params_file: str | Path, phases: str | None, out: str | Path, run_id: str | None, resume: bool,
+         notebooks: Path) -> tuple[P.Params, Path, list[str], dict]:
+    """Everything checked before any folder is created: (params, run folder, phases, notebooks)."""
+    from . import models
+
+    params = P.load(params_file)
+    requested = select_phases(phases) if phases else None
+    if resume and not run_id:
+        raise P.ParamsError("--resume needs --run-id (the run to add phases to)")
+    run_id = run_id or default_run_id(params)
+    if "/" in run_id or run_id.startswith("."):
+        raise P.ParamsError(f"run id {run_id!r} may not contain '/' or start with '.'")
+    try:
+        models.resolve(params["model"])
+    except models.UnknownModelError as err:
+        raise P.ParamsError(f"params key 'model': {err}") from None
+    run_dir = Path(out).resolve() / run_id
+    if resume:
+        chosen = _resume(run_dir, params, requested)
+    elif run_dir.exists():
+        raise provenance.RunExistsError(f"run {run_dir} exists already; pick another --run-id, or --resume to add "
+                                        "phases it lacks (runs are never overwritten)")
+    else:
+        chosen = requested or list(registry.names())
+    sources = {ph: read_notebook(ph, notebooks) for ph in chosen}
+    for ph, nb in sources.items():
+        check_notebook(nb, ph)
+    check_inputs(chosen, finished(run_dir) if resume else [])
+    return params, run_dir, chosen, sources
+
+
+def run(params_file: str | Path, phases: str | None = None, out: str | Path = "outputs/runs",
+        run_id: str | None = None, notebooks: Path | None = None, resume: bool = False) -> Path:
+    """Execute phases into ``<out>/<run_id>/``; returns the run folder.
+
+    ``resume``: add phases to the existing run ``run_id`` (same params): ``phases``, or every phase it lacks.
+    """
+    notebooks = notebooks or NOTEBOOKS
+    params, run_dir, chosen, sources = plan(params_file, phases, out, run_id, resume, notebooks)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    ensure_kernel()
+    if not resume:
+        run_dir.mkdir(parents=True)
+        provenance.atomic_write(run_dir / P.PARAMS_FILE, lambda p: p.write_text(P.dump(params)))
+    from .runtime import write_plotly_js
+
+    write_plotly_js(run_dir)
+    for phase in chosen:
+        _run_phase(run_dir, phase, sources[phase], params, notebooks)
+    return run_dir
+
+
+def _resume_command(run_dir: Path) -> str:
+    return (f"avalanche-nb run --params {run_dir / P.PARAMS_FILE} --out {run_dir.parent} --run-id {run_dir.name} "
+            "--resume")
+
+
+def _run_phase(run_dir: Path, phase: str, nb, params, notebooks: Path) -> Path:
+    import papermill as pm
+
+    from . import artifacts
+
+    stage = provenance.staging_dir(run_dir, phase)
+    stage.mkdir()
+    print(f"[avalanche-nb] {run_dir.name}: phase {phase}", flush=True)
+    t0 = time.perf_counter()
+    try:
+        with _reporting_progress(stage / ".progress", phase):
+            # papermill's per-cell bar says nothing about a long cell's work: the notebook reports its own
+            pm.execute_notebook(nb, str(stage / f"{phase}.ipynb"), parameters={"run_dir": str(run_dir)},
+                                kernel_name=KERNEL, progress_bar=False, cwd=str(notebooks),
+                                log_output=False, kernel_manager_class=_ipc_kernel_manager())
+    except pm.PapermillExecutionError as err:
+        failed = run_dir / f"{phase}.failed"
+        os.rename(stage, failed)
+        raise PhaseFailedError(f"phase {phase} failed in cell {err.exec_count} ({err.ename}: {err.evalue}); "
+                               f"the executed notebook is in {failed}") from None
+    except KeyboardInterrupt:
+        done = finished(run_dir)
+        raise RunInterrupted(
+            f"interrupted during phase {phase}; " + (f"finished phases {', '.join(p.split('_')[0] for p in done)} "
+                                                      "are intact" if done else "no phase had finished")
+            + f". Resume with:\n  {_resume_command(run_dir)}") from None
+    lacking = artifacts.missing(stage, registry.get(phase))
+    if lacking:
+        failed = run_dir / f"{phase}.failed"
+        os.rename(stage, failed)
+        raise PhaseFailedError(f"phase {phase} finished without writing {', '.join(lacking)}; see {failed}")
+    final = provenance.finish_phase(run_dir, phase, run_dir.name, dict(params), REPO, time.perf_counter() - t0)
+    print(f"[avalanche-nb] {phase} done in {time.perf_counter() - t0:.0f} s -> {final}", flush=True)
+    return final
+
+
+def verify(run_dir: str | Path) -> list[str]:
+    """Re-hash every finished phase of a run; returns the problems found."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return [f"{run_dir} is not a folder"]
+    done = finished(run_dir)
+    if not done:
+        return [f"{run_dir} holds no finished phase"]
+    return [msg for ph in done for msg in provenance.verify_phase(run_dir / ph)]
+
+
+def remove(run_dir: str | Path) -> None:
+    """Delete a run folder (only a folder that holds a run's ``params.yaml``)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / P.PARAMS_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no {P.PARAMS_FILE})")
+    shutil.rmtree(run_dir)
