@@ -13,10 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
-    from avalanche_nb import cli
+    from avalanche_nb import phases, runner
 
     out = tmp_path_factory.mktemp("runs")
-    return cli.run(ROOT / "params" / "smoke.yaml", out=out, run_id="smoke")
+    return runner.run(ROOT / "params" / "smoke.yaml", out=out, run_id="smoke")
 
 
 @pytest.fixture(scope="session")

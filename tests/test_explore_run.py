@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from avalanche_nb import cli
+from avalanche_nb import phases, runner
 from avalanche_nb import gain_stack as gs
 from avalanche_nb import live_stack
 from avalanche_nb import widgets
@@ -38,7 +38,7 @@ def test_exports_stay_out_of_the_phase_folders(run_dir):
     ex = widgets.explore(run_dir=run_dir)
     js, csv = ex.inspector.export()
     assert js.parent == run_dir / gs.EXPORT_FOLDER and csv.exists()
-    assert cli.verify(run_dir) == []  # every phase's artifacts still hash as recorded
+    assert runner.verify(run_dir) == []  # every phase's artifacts still hash as recorded
 
 
 def test_live_stack_is_rate_matched_deterministic_and_cached(monkeypatch):

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from avalanche_nb import cli, nulls
+from avalanche_nb import nulls, phases, runner
 from avalanche_nb import params as P
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ def gpu_run(tmp_path_factory):
     path.write_text(yaml.safe_dump(params))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(nulls.CHUNK_ENV, str(CHUNK_MB))  # inherited by the papermill kernels
-        return cli.run(path, out=tmp_path_factory.mktemp("runs"), run_id="gpu-structure"), P.load(path)
+        return runner.run(path, out=tmp_path_factory.mktemp("runs"), run_id="gpu-structure"), P.load(path)
 
 
 def test_the_structure_is_gpu_yamls(gpu_run):
@@ -67,8 +67,8 @@ def test_the_null_draws_split_into_several_chunks(gpu_run):
 
 def test_every_phase_finishes_and_gstar_is_written(gpu_run):
     run_dir, p = gpu_run
-    assert cli.verify(run_dir) == []
-    assert all((run_dir / phase).is_dir() for phase in cli.PHASES)
+    assert runner.verify(run_dir) == []
+    assert all((run_dir / phase).is_dir() for phase in phases.names())
     gs = json.loads((run_dir / "04_gstar" / "gstar.json").read_text())
     assert set(gs["at_edge"]) == set(gs["picks"]) and gs["outcome"] in ("interior", "limit")
     assert p["gstar_limits"][0] - 1e-9 <= gs["gstar"] <= p["gstar_limits"][1] + 1e-9
