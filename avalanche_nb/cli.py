@@ -5,6 +5,8 @@
     avalanche-nb verify outputs/runs/<run_id>
     avalanche-nb list [--out outputs/runs]
     avalanche-nb remove outputs/runs/<run_id> --yes
+    avalanche-nb paper outputs/runs/<run_id> [--no-pdf]   # paper/build/<run_id>/: numbers, tables, figures, PDF
+    avalanche-nb results outputs/runs/<run_id> [--out docs/RESULTS.md]
     avalanche-nb params | artifacts   # every params key / every artifact, as markdown
 
 ``list``, ``verify``, ``params``, ``artifacts`` and ``remove`` never import torch.
@@ -49,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     rm = sub.add_parser("remove", help="delete a run folder (asks for --yes)")
     rm.add_argument("run_dir")
     rm.add_argument("--yes", action="store_true", help="really delete it")
+    pa = sub.add_parser("paper", help="build the paper of a verified run into paper/build/<run_id>/")
+    pa.add_argument("run_dir")
+    pa.add_argument("--out", help="build folder (default paper/build/<run_id>)")
+    pa.add_argument("--no-pdf", action="store_true", help="write numbers, tables and figures, skip LaTeX")
+    rs = sub.add_parser("results", help="write a run's results page (Markdown) from its artifacts")
+    rs.add_argument("run_dir")
+    rs.add_argument("--out", help="file to write (default: print)")
     sub.add_parser("params", help="print every params key with its default and meaning")
     sub.add_parser("artifacts", help="print every phase's artifacts and their schemas")
     return parser
@@ -73,6 +82,20 @@ def _main(args: argparse.Namespace) -> int:
             return 2
         runner.remove(args.run_dir)
         print(f"removed {args.run_dir}")
+    elif args.cmd == "paper":
+        from . import paper
+
+        out = paper.build(args.run_dir, args.out, compile_pdf=not args.no_pdf)
+        print(f"paper of {args.run_dir}: {out}" + ("" if args.no_pdf else f" ({out / 'main.pdf'})"))
+    elif args.cmd == "results":
+        from . import results
+
+        text = results.results_page(args.run_dir)
+        if args.out:
+            Path(args.out).write_text(text)
+            print(f"wrote {args.out}")
+        else:
+            print(text)
     elif args.cmd == "params":
         print(P.markdown_table())
     else:
@@ -90,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     except runner.RunInterrupted as err:
         print(f"\n[avalanche-nb] {err}", file=sys.stderr)
         return 130
-    except (P.ParamsError, provenance.RunExistsError, runner.PhaseFailedError, FileNotFoundError) as err:
+    except (P.ParamsError, provenance.RunExistsError, runner.PhaseFailedError, FileNotFoundError,
+            runner.UnverifiedRunError) as err:
         print(f"avalanche-nb: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `avalanche-nb params | head`: the reader left, which is not an error

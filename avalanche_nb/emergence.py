@@ -26,6 +26,7 @@ from .phases import FIT_PARAMETERS
 
 MODELS = ("ma5", "step1", "step2_under", "step2_critical", "step2_over")
 _TINY = 1e-9
+MIN_DOF = 3  # residual degrees of freedom a fit needs: checkpoints >= parameters + 3
 
 
 # --------------------------------------------------------------------------------------------------
@@ -184,8 +185,10 @@ def fit(t: np.ndarray, y: np.ndarray, model: str = "ma5", maxfev: int = 20000) -
     if t.shape != y.shape or t.ndim != 1:
         return Fit(model, False, f"t and y must be 1-D of one length, got {t.shape} and {y.shape}")
     n = len(t)
-    if n <= k:
-        return Fit(model, False, f"{n} checkpoints for {k} parameters: need more than {k}", n=n)
+    if n < k + MIN_DOF:
+        # a fit with fewer residual degrees of freedom interpolates the series; its R² and AIC say nothing
+        # (and the solver then wanders to maxfev from every start: a minute per series for no answer)
+        return Fit(model, False, f"{n} checkpoints for {k} parameters: need at least {k + MIN_DOF}", n=n)
     if not (np.isfinite(t).all() and np.isfinite(y).all()):
         return Fit(model, False, "non-finite time or value", n=n)
     if (t < 0).any():

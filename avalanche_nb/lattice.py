@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .hooks import Hook, architecture, attach, check_finite, forward_hidden, gain
+from .hooks import Hook, NonFiniteActivationError, architecture, attach, check_finite, forward_hidden, gain
 from .options import SPIKE_DEFS, TARGET_PROFILES
 
 EPS = 1e-6
@@ -168,46 +168,91 @@ def _check_spike_def(spike_def: str) -> None:
 class _EventReducer:
     """Keeps ``(site, z)`` for ``|z| > floor`` and counts spikes at ``reference_tau`` (if given).
 
-    The floor test runs on ``u`` against per-neuron bounds ``mu ± (floor - margin) · scale`` so no
-    full ``z`` tensor is built; the few kept values are then standardised and filtered exactly in
-    z-space (the margin only lets rounding-borderline values through to that exact test).
+    The floor test runs on ``u`` against per-neuron bounds ``[mu - w, mu + w]``, ``w = (floor - margin) ·
+    scale``, so no full ``z`` tensor is built; the few kept values are then standardised and filtered
+    exactly in z-space (the margin only lets rounding-borderline values through to that exact test).
+
+    The bound test is two passes over ``u``: a clamp to the bounds and a comparison with ``u``. NaN
+    and ±inf never equal their clamp, so every non-finite value of ``u`` is among the kept ones and
+    the finite check runs on those few values instead of on all of ``u``. On CPU the comparison, the
+    nonzero and the small per-event steps run in numpy (a fraction of torch's time for these ops);
+    elsewhere in torch, with the events left on the device until the pass ends.
     """
 
     MARGIN = 1e-3
+    NUMPY_ON_CPU = True  # the tests switch it off to run the torch path on CPU as well
 
     def __init__(self, calib: Calibration, floor: float, reference_tau: float | None, window: int, device):
         self.mu = torch.as_tensor(calib.mu, dtype=torch.float32, device=device)
         self.scale = torch.as_tensor(calib.sigma, dtype=torch.float32, device=device) + EPS
         loose = floor - self.MARGIN
-        self.hi, self.lo = self.mu + loose * self.scale, self.mu - loose * self.scale
+        self.keep_all = not loose > 0  # a floor at or below the margin (or -inf): every value is tested exactly
+        if not self.keep_all:
+            self.hi, self.lo = self.mu + loose * self.scale, self.mu - loose * self.scale
         if reference_tau is not None:
             self.ref_hi = self.mu + reference_tau * self.scale
             self.ref_lo = self.mu - reference_tau * self.scale
         self.floor, self.ref, self.window = floor, reference_tau, window
+        self.numpy = torch.device(device).type == "cpu" and self.NUMPY_ON_CPU
+        if self.numpy:
+            self.mu_np, self.scale_np = self.mu.numpy(), self.scale.numpy()
         L = calib.n_layers
         self.site: list[list[torch.Tensor]] = [[] for _ in range(L)]
         self.z: list[list[torch.Tensor]] = [[] for _ in range(L)]
-        self.ref_pos = torch.zeros(L, dtype=torch.int64)
-        self.ref_abs = torch.zeros(L, dtype=torch.int64)
+        self.ref_pos = torch.zeros(L, dtype=torch.int64, device=device)
+        self.ref_abs = torch.zeros(L, dtype=torch.int64, device=device)
         self.start = 0
-        self.valid: torch.Tensor | None = None
+        self.valid: torch.Tensor | None = None  # bool [B, T] of the current batch
+        self._scratch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _outside(self, layer: int, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``clamp(u, lo, hi)`` and ``clamp(u, lo, hi) != u`` (bool) of ``layer``, into scratch tensors
+        reused across layers and batches."""
+        if self._scratch is None or self._scratch[0].shape != u.shape:
+            self._scratch = torch.empty_like(u), torch.empty(u.shape, dtype=torch.bool, device=u.device)
+        clamped, outside = self._scratch
+        torch.clamp(u, self.lo[layer], self.hi[layer], out=clamped)
+        if self.numpy:
+            np.not_equal(u.numpy(), clamped.numpy(), out=outside.numpy())
+        else:
+            torch.ne(u, clamped, out=outside)
+        return clamped, outside
 
     def __call__(self, layer: int, u: torch.Tensor) -> None:
-        check_finite(u, f"the MLP tap of layer {layer}")
-        u = u.float()
-        ok = self.valid[:, :, None]
+        u = u.detach().float()
         if self.ref is not None:  # only the g = 1 pass that shapes baseline_profile pays for this
-            above = ((u > self.ref_hi[layer]) & ok).sum()
-            below = ((u < self.ref_lo[layer]) & ok).sum()
-            self.ref_pos[layer] += above.cpu()
-            self.ref_abs[layer] += (above + below).cpu()
-        b, t, i = ((u > self.hi[layer]) | (u < self.lo[layer])).nonzero(as_tuple=True)  # floor -inf: all
-        keep = self.valid[b, t]
-        b, t, i = b[keep], t[keep], i[keep]
-        z = (u[b, t, i] - self.mu[layer, i]) / self.scale[layer, i]  # float32, exactly as defined
-        exact = z.abs() > self.floor
-        self.site[layer].append(((b[exact] + self.start) * self.window + t[exact]).cpu())
-        self.z[layer].append(z[exact].cpu())
+            above = (u > self.ref_hi[layer]).sum(-1)[self.valid].sum()
+            below = (u < self.ref_lo[layer]).sum(-1)[self.valid].sum()
+            self.ref_pos[layer] += above
+            self.ref_abs[layer] += above + below
+        site, z = (self._events_numpy if self.numpy else self._events_torch)(layer, u)
+        self.site[layer].append(site)
+        self.z[layer].append(z)
+
+    def _events_numpy(self, layer: int, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = u.numpy().reshape(-1)
+        idx = np.arange(flat.size) if self.keep_all else np.flatnonzero(self._outside(layer, u)[1].numpy())
+        v = flat[idx]
+        if not np.isfinite(v).all():  # every non-finite value of u is in v
+            raise NonFiniteActivationError(f"non-finite values (NaN/inf) in the MLP tap of layer {layer}")
+        site, i = np.divmod(idx, u.shape[-1])  # site = b * T + t within the batch
+        z = (v - self.mu_np[layer][i]) / self.scale_np[layer][i]  # float32, exactly as defined
+        keep = (np.abs(z) > self.floor) & self.valid.numpy().reshape(-1)[site]
+        return torch.from_numpy(site[keep] + self.start * self.window), torch.from_numpy(z[keep])
+
+    def _events_torch(self, layer: int, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = u.reshape(-1)
+        if self.keep_all:
+            idx = torch.arange(flat.numel(), device=u.device)
+        else:
+            idx = self._outside(layer, u)[1].view(-1).nonzero().squeeze(1)
+        v = flat[idx]
+        check_finite(v, f"the MLP tap of layer {layer}")  # every non-finite value of u is in v
+        site = torch.div(idx, u.shape[-1], rounding_mode="floor")  # b * T + t within the batch
+        i = idx - site * u.shape[-1]
+        z = (v - self.mu[layer, i]) / self.scale[layer, i]  # float32, exactly as defined
+        keep = (z.abs() > self.floor) & self.valid.reshape(-1)[site]
+        return site[keep] + self.start * self.window, z[keep]
 
 
 @torch.no_grad()
@@ -232,12 +277,12 @@ def collect_events(model: torch.nn.Module, tokens: np.ndarray, valid: np.ndarray
         for start, ids, ok in _batches(tokens, valid, batch_size, f"events g={g:g}", progress):
             red.start, red.valid = start, ok.to(device)
             forward_hidden(model, ids.to(device))
-    cat = lambda parts, dt: torch.cat(parts).numpy().astype(dt) if parts else np.zeros(0, dt)
+    cat = lambda parts, dt: torch.cat(parts).cpu().numpy().astype(dt) if parts else np.zeros(0, dt)
     return EventSet(
         shape=(n, window, calib.n_layers), d_ff=calib.d_ff, valid=valid.copy(), floor=float(z_floor),
         site=[cat(p, np.int64) for p in red.site], z=[cat(p, np.float32) for p in red.z],
-        reference_tau=reference_tau, ref_count_pos=red.ref_pos.numpy() if reference_tau is not None else None,
-        ref_count_abs=red.ref_abs.numpy() if reference_tau is not None else None)
+        reference_tau=reference_tau, ref_count_pos=red.ref_pos.cpu().numpy() if reference_tau is not None else None,
+        ref_count_abs=red.ref_abs.cpu().numpy() if reference_tau is not None else None)
 
 
 # --------------------------------------------------------------------------- thresholds

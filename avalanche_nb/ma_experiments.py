@@ -166,7 +166,8 @@ TABLES = ("profile", "profile_topk", "propagation", "interventions", "token_clas
           "rigidity")
 
 
-def analyse(lm, p, questions) -> tuple[dict, dict[str, pd.DataFrame], dict | None]:
+def analyse(lm, p, questions, seconds: dict[str, float] | None = None
+            ) -> tuple[dict, dict[str, pd.DataFrame], dict | None]:
     """Every massive-activation measurement of one loaded model ``lm`` with params ``p``: (ME-layer record,
     tables keyed by :data:`TABLES` (each with a ``model`` column), findings).
 
@@ -175,7 +176,18 @@ def analyse(lm, p, questions) -> tuple[dict, dict[str, pd.DataFrame], dict | Non
     this raises. Without a layer meeting ``ma_criterion`` only the profile is returned ("none found",
     findings None); otherwise the interventions (calibration: the next ``ma_calibration_sequences``
     windows), the factorial and the rigidity reduction at the ME layer and control layers follow.
+    ``seconds`` (if given) collects the wall time of each of these steps.
     """
+    import time
+
+    clock = seconds if seconds is not None else {}
+
+    def timed(step: str, fn, *a, **kw):
+        t = time.perf_counter()
+        value = fn(*a, **kw)
+        clock[step] = clock.get(step, 0.0) + time.perf_counter() - t
+        return value
+
     from .data import build_slice, token_strings
 
     name, tok = lm.name, lm.tokenizer
@@ -184,23 +196,26 @@ def analyse(lm, p, questions) -> tuple[dict, dict[str, pd.DataFrame], dict | Non
                         offset=p["ma_probe_sequences"])
     b = build_slice(tok, p["dataset_b"], p["n_sequences_b"], p["window"], seed=p["seed"])
     text = [token_strings(tok, row) for row in probe.tokens]
-    s = massive.scan(lm.model, probe.tokens, ma_top_k=p["ma_top_k"], batch_size=p["batch_size"], progress=p["progress"])
+    s = timed("profile scan", massive.scan, lm.model, probe.tokens, ma_top_k=p["ma_top_k"], batch_size=p["batch_size"],
+              progress=p["progress"])
     me = massive.me_layer(s, p["ma_criterion"], p["ma_relaxed_ratio"])
     me.update(model=name, n_layers=s.n_layers, probe_sha256=probe.sha256,
               ma_token=text[0][me["ma_pos"]] if me["found"] else None,
-              independent=massive.independent_scan(lm.model, probe.tokens, p["ma_criterion"], p["ma_relaxed_ratio"]))
+              independent=timed("independent scan", massive.independent_scan, lm.model, probe.tokens,
+                                p["ma_criterion"], p["ma_relaxed_ratio"]))
     _check_independent(name, me)
     tables = {"profile": massive.profile_table(s, p["ma_relaxed_ratio"]), "profile_topk": massive.topk_table(s, text)}
     if not me["found"]:
         return me, {k: v.assign(model=name) for k, v in tables.items()}, None
     tables["propagation"] = massive.propagation(s, me["ma_pos"])
     kw = dict(ma_top_k=p["ma_top_k"], score_batch_size=p["score_batch_size"])
-    tables["interventions"], tables["token_class"], tables["attention_sink"] = intervention_tables(
-        lm.model, tok, me, probe.tokens, calib.tokens, b.tokens, ma_interventions=p["ma_interventions"],
-        ma_clip_multiple=p["ma_clip_multiple"], **kw)
-    tables["factorial"] = factorial_table(lm.model, me, probe.tokens, b.tokens, **kw)
+    tables["interventions"], tables["token_class"], tables["attention_sink"] = timed(
+        "interventions", intervention_tables, lm.model, tok, me, probe.tokens, calib.tokens, b.tokens,
+        ma_interventions=p["ma_interventions"], ma_clip_multiple=p["ma_clip_multiple"], **kw)
+    tables["factorial"] = timed("factorial", factorial_table, lm.model, me, probe.tokens, b.tokens, **kw)
     layers = control_layers(s.n_layers, me["me_layer"], p["rigidity_controls"])
-    tables["rigidity"] = rigidity_table(lm.model, tok, me, probe.tokens, b.tokens, questions, layers=layers,
+    tables["rigidity"] = timed("rigidity reduction", rigidity_table, lm.model, tok, me, probe.tokens, b.tokens, questions,
+                               layers=layers,
                                         rigidity_alphas=p["rigidity_alphas"], rigidity_mask_rates=p["rigidity_mask_rates"],
                                         progress=p["progress"], **kw)
     found = findings(me, tables["interventions"], tables["factorial"], tables["rigidity"])

@@ -23,12 +23,19 @@ z = delta-b / null sd.
 
 Internally a sequence's valid tokens are compressed into slots j < m_n of a [.., L, M] array
 (M = max_n m_n, rows contiguous along tokens); slots j >= m_n are padding and always empty.
+
+Speed without new numbers: n3's trades run on rows packed as bits, with each draw's random numbers
+generated ahead (``_RawPool``) and its keys sorted as 16 bits (``_packed_trade``), and ``null_branching``
+reads the ratios off the compressed draws (``_branching_compressed``); ``_n3_reference`` and
+``branching_batch(draws(...))`` are the plain versions the tests hold them to, bit for bit.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,6 +153,15 @@ def _random_bits(rngs: list[np.random.Generator], shape: tuple[int, ...], bits: 
     return raw.view(np.uint16 if bits == 16 else np.uint32)[:, :n].astype(np.uint32).reshape(len(rngs), *shape)
 
 
+def _random_bits16(rngs: list[np.random.Generator], shape: tuple[int, ...]) -> np.ndarray:
+    """``_random_bits(rngs, shape, 16)`` as uint16 (the same numbers, without the widening copy)."""
+    n = math.prod(shape)
+    raw = np.empty((len(rngs), -(-n // 4)), np.uint64)
+    for row, rng in zip(raw, rngs):
+        row[...] = rng.bit_generator.random_raw(raw.shape[1])
+    return raw.view(np.uint16)[:, :n].reshape(len(rngs), *shape)
+
+
 def _pick_smallest(keys: np.ndarray, n_pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mark the ``n_pick[r]`` smallest ``keys[r]`` (uint32 [R, M]): bool [R, M], and the rows whose
     boundary is tied (the n-th and (n+1)-th smallest keys equal), where the mark is not exact."""
@@ -200,6 +216,23 @@ def _random_subset(n_pick: np.ndarray, M: int, allowed: np.ndarray | None,
     return chosen.reshape(k, R, M)
 
 
+def _random_subset_all(n_pick: np.ndarray, M: int, rngs: list[np.random.Generator]) -> np.ndarray:
+    """``_random_subset(n_pick, M, None, rngs)`` (every slot allowed), the same subsets: with nothing to
+    forbid, the 16-bit keys sort as uint16, the same order and boundary as their uint32 copies."""
+    k, R = n_pick.shape
+    if M == 0:
+        return np.zeros((k, R, 0), bool)
+    n_pick = n_pick.reshape(k * R)
+    chosen, tied = _pick_smallest(_random_bits16(rngs, (R, M)).reshape(k * R, M), n_pick)
+    rows = np.flatnonzero(tied)
+    while rows.size:  # as in _random_subset
+        owners, counts = np.unique(rows // R, return_counts=True)  # rows are draw-major: in order per draw
+        keys = np.concatenate([_random_bits([rngs[d]], (c, M), 32)[0] for d, c in zip(owners, counts)])
+        chosen[rows], tied_rows = _pick_smallest(keys, n_pick[rows])
+        rows = rows[tied_rows]
+    return chosen.reshape(k, R, M)
+
+
 # ----------------------------------------------------------------------------- the null models
 
 
@@ -207,7 +240,9 @@ def _n1(C: np.ndarray, lay: _Layout, rngs: list[np.random.Generator]) -> np.ndar
     """Row permutations: bool [k, N, L, M] from the compressed rows ``C`` bool [N, L, M], k = len(rngs)."""
     k, (N, L, M) = len(rngs), C.shape
     counts = np.broadcast_to(C.sum(2).reshape(N * L), (k, N * L))
-    allowed = np.broadcast_to(lay.slot[None, :, None, :], (k, N, L, M)).reshape(k, N * L, M) if lay.padded else None
+    if not lay.padded:  # every slot of every row is a token
+        return _random_subset_all(counts, M, rngs).reshape(k, N, L, M)
+    allowed = np.broadcast_to(lay.slot[None, :, None, :], (k, N, L, M)).reshape(k, N * L, M)
     return _random_subset(counts, M, allowed, rngs).reshape(k, N, L, M)
 
 
@@ -283,13 +318,196 @@ def _n3(C: np.ndarray, rngs: list[np.random.Generator], trades: int) -> np.ndarr
     ~1.2x on the slowest, ~1.5x on b_time): enough, with little to spare. Each trade leaves a given row alone
     with probability 1 - 2/L, so a row is untouched after tau trades with probability ~exp(-2 tau / L):
     exp(-6 ln L) = L**-6 at the default, i.e. every row of every matrix has traded many times.
+
+    The trades run through ``_packed_trade`` (rows as bits, each draw's random numbers generated ahead in
+    blocks, keys sorted as 16 bits): the same draws, bit for bit, as the plain loop ``_n3_reference``.
     """
+    N, L, M = C.shape
+    k = len(rngs)
+    if L < 2 or M < 2 or trades == 0:
+        return np.broadcast_to(C, (k, N, L, M)).copy()
+    if sys.byteorder != "little":  # the packed rows read bytes as little-endian words
+        return _n3_reference(C, rngs, trades)
+    ia, ib = _row_pairs(rngs, trades, N, L)
+    Mp = 64 * (M // 64 + 1)  # slots of a packed row: M, then at least one padding slot, never allowed
+    padded = np.zeros((N, L, Mp), bool)
+    padded[..., :M] = C
+    rows = np.broadcast_to(_pack(padded), (k, N, L, Mp // 64)).reshape(k * N * L, Mp // 64).copy()
+    counts = np.broadcast_to(C.sum(2, dtype=np.int64), (k, N, L)).reshape(-1)  # constant under trades
+    per_trade = -(-N * M // 4)  # raw outputs of one trade's 16-bit keys, per draw
+    pool = _RawPool(rngs, per_trade, max(1, min(trades, _POOL_BYTES // (8 * k * per_trade))))
+    work = _TradeWork(k, N, M, Mp)
+    ca, cb = counts[ia], counts[ib]  # [trades, k * N]: the rows' counts, gathered for all trades at once
+    for t in range(trades):
+        _packed_trade(rows, ia[t], ib[t], ca[t], cb[t], pool, work)
+    out = np.unpackbits(rows.view(np.uint8), axis=-1, bitorder="little").reshape(k, N, L, Mp)[..., :M]
+    return np.ascontiguousarray(out).view(bool)
+
+
+def _n3_reference(C: np.ndarray, rngs: list[np.random.Generator], trades: int) -> np.ndarray:
+    """``_n3`` as a plain loop of ``_trade`` (random numbers drawn per trade and draw): the reference the
+    tests hold ``_n3`` to, bit for bit."""
     N, L, M = C.shape
     R = np.broadcast_to(C, (len(rngs), N, L, M)).copy()
     if L >= 2 and M >= 2 and trades > 0:
         for ia, ib in zip(*_row_pairs(rngs, trades, N, L)):
             _trade(R, ia, ib, rngs)
     return R
+
+
+_POOL_BYTES = 4 * 2**20  # random numbers generated ahead for the curveball trades, all draws together
+
+
+class _RawPool:
+    """Each draw's raw PCG64 outputs (``bit_generator.random_raw``), generated ahead, a block at a time.
+
+    Draw d's values come out in exactly the order its generator would give them, whoever asks:
+    ``take()`` hands out the next ``n`` of every draw at once (one trade's keys; every draw's row of the
+    buffer is at the same cursor), ``take_one(d, m)`` the next ``m`` of draw d alone (a tie's redraw: its
+    row shifts left by m and is topped up from its generator, so the cursors stay common). Nothing else
+    may draw from these generators while the pool is in use (``random_raw`` ignores the Generator's
+    buffered 32-bit half that ``_row_pairs``' integers may leave, so drawing those first is fine).
+    """
+
+    def __init__(self, rngs: list[np.random.Generator], n: int, takes: int):
+        self.bitgens = [rng.bit_generator for rng in rngs]
+        self.n, self.size = n, n * takes
+        self.buf = np.empty((len(rngs), self.size), np.uint64)
+        self.pos = self.size  # empty: the first take fills it
+
+    def take(self) -> np.ndarray:
+        """uint64 [k, n]: the next ``n`` raw outputs of every draw (a view into the buffer, consumed)."""
+        if self.pos == self.size:
+            for row, bitgen in zip(self.buf, self.bitgens):
+                row[...] = bitgen.random_raw(self.size)
+            self.pos = 0
+        out = self.buf[:, self.pos:self.pos + self.n]
+        self.pos += self.n
+        return out
+
+    def take_one(self, d: int, m: int) -> np.ndarray:
+        """uint64 [m]: the next ``m`` raw outputs of draw ``d`` alone (a copy)."""
+        row, bitgen, avail = self.buf[d], self.bitgens[d], self.size - self.pos
+        if m <= avail:
+            out = row[self.pos:self.pos + m].copy()
+            row[self.pos:self.size - m] = row[self.pos + m:].copy()
+            row[self.size - m:] = bitgen.random_raw(m)
+        else:
+            out = np.concatenate([row[self.pos:], bitgen.random_raw(m - avail)])
+            row[self.pos:] = bitgen.random_raw(avail)
+        return out
+
+
+def _pool_keys16(pool: _RawPool, shape: tuple[int, ...]) -> np.ndarray:
+    """uint16 [k, *shape]: the next iid 16-bit keys of every draw, as ``_random_bits(rngs, shape, 16)``
+    cuts them (4 per raw output, the last one's unused ones dropped); a writable view into the pool."""
+    n = math.prod(shape)
+    return pool.take().view(np.uint16)[:, :n].reshape(-1, *shape)
+
+
+def _pool_keys32(pool: _RawPool, d: int, shape: tuple[int, ...]) -> np.ndarray:
+    """uint32 [*shape]: draw ``d``'s next 32-bit keys, as ``_random_bits([rng_d], shape, 32)[0]`` cuts them."""
+    n = math.prod(shape)
+    return pool.take_one(d, -(-n // 2)).view(np.uint32)[:n].reshape(shape)
+
+
+_PACK = np.uint64(0x0102040810204080)  # 8 bytes of 0 / 1 times this: byte i -> bit 56 + i (no carries)
+# the key masks of a packed byte, one 16-byte item each: slot i of the byte gets 0 where bit i is set
+# (allowed) and 0xFFFF where it is clear (a forbidden or padding slot)
+_BYTE_MASKS = np.where((np.arange(256)[:, None] >> np.arange(8)) & 1, 0, 0xFFFF).astype(np.uint16).view(
+    np.dtype((np.void, 16))).reshape(256)
+
+
+def _pack(B: np.ndarray) -> np.ndarray:
+    """bool [..., Mp] (Mp a multiple of 64) -> uint64 [..., Mp // 64], slot j at bit j % 64 of word j // 64
+    (``np.packbits(B, axis=-1, bitorder="little")`` read as words)."""
+    return ((B.view(np.uint64) * _PACK) >> np.uint64(56)).astype(np.uint8).view(np.uint64)
+
+
+def _unpack(P: np.ndarray) -> np.ndarray:
+    """Inverse of ``_pack``: uint64 [R, W] -> bool [R, 64 W]."""
+    return np.unpackbits(P.view(np.uint8), axis=-1, bitorder="little").view(bool)
+
+
+class _TradeWork:
+    """The buffers of one curveball chain's trades: the keys of a trade, uint16 [k * N, Mp] (the padding
+    slots' keys 0xFFFF, never written), each row's first flat index in them, and the packed rows' item
+    type (one opaque item per row, for whole-row takes and scatters)."""
+
+    def __init__(self, k: int, N: int, M: int, Mp: int):
+        self.k, self.N, self.M, self.Mp = k, N, M, Mp
+        self.keys = np.full((k * N, Mp), 0xFFFF, np.uint16)
+        self.base = np.arange(k * N) * Mp
+        self.row_item = np.dtype((np.void, Mp // 8))
+
+
+def _row_items(P: np.ndarray, work: _TradeWork) -> np.ndarray:
+    """``P`` uint64 [R, W] (C-contiguous) as a 1-D array of R opaque row items (a view)."""
+    return P.view(work.row_item).reshape(-1)
+
+
+def _popcount_rows(P: np.ndarray) -> np.ndarray:
+    """int64 [R]: the set bits of each packed row of ``P`` uint64 [R, W]."""
+    n = np.bitwise_count(P[:, 0]).astype(np.int64)
+    for w in range(1, P.shape[1]):
+        n += np.bitwise_count(P[:, w])
+    return n
+
+
+def _packed_trade(rows: np.ndarray, ia: np.ndarray, ib: np.ndarray, ca: np.ndarray, cb: np.ndarray,
+                  pool: _RawPool, work: _TradeWork) -> None:
+    """``_trade`` on the packed rows ``rows`` uint64 [k * N * L, W] of ``R`` (``_pack``, in place): the same
+    trade from the same random numbers, with the arithmetic rearranged. The rows' counts ``ca``, ``cb``
+    (int [k * N]) are known (a trade keeps them), the rows' bits are handled as words and whole rows as
+    opaque items (a packed row is 16 bytes instead of 127: the chains stay in cache), the subset is
+    ``_packed_subset``'s."""
+    items = _row_items(rows, work)  # 1-D takes and scatters of whole rows: several times cheaper than 2-D
+    ra = np.take(items, ia).view(np.uint64).reshape(ia.size, -1)
+    rb = np.take(items, ib).view(np.uint64).reshape(ib.size, -1)
+    both, diff = ra & rb, ra ^ rb
+    n_both = _popcount_rows(both)
+    n_pick = ca - n_both  # |a & ~b|: a's share of the pooled columns
+    to_a = _packed_subset(n_pick, n_pick + cb - n_both, diff, pool, work)
+    items[ia] = _row_items(both | to_a, work)
+    items[ib] = _row_items(both | (diff ^ to_a), work)  # to_a lies in diff: diff ^ to_a = diff & ~to_a
+
+
+def _packed_subset(n_pick: np.ndarray, n_allowed: np.ndarray, allowed: np.ndarray, pool: _RawPool,
+                   work: _TradeWork) -> np.ndarray:
+    """``_random_subset(n_pick.reshape(k, N), M, allowed_bool.reshape(k, N, M), rngs)`` for the pool's draws,
+    packed: uint64 [k * N, W], the same subset from the same random numbers.
+
+    ``allowed`` uint64 [k * N, W] (packed), ``n_allowed`` int [k * N] its counts (>= ``n_pick``).
+    ``_random_subset`` sorts 17-bit keys (a forbidden slot's key ``2**16 + key``, above every allowed one);
+    here a forbidden key (and a padding slot's) is clamped to ``0xFFFF`` so that rows sort as uint16. The
+    ``n``-th smallest key (``n <= n_allowed``) is the same either way, and so is the (n + 1)-th when
+    ``n < n_allowed``; at ``n == n_allowed`` the 17-bit boundary never ties, so a tie needs
+    ``n < n_allowed`` here. The chosen slots are the allowed ones with a key <= the n-th smallest (none
+    when n = 0) in both; a clamped key passes that test only when the n-th smallest is 0xFFFF itself,
+    so only those rows are masked. Tied rows are redrawn with 32-bit keys as ``_random_subset`` does it,
+    from each draw's next numbers in the pool.
+    """
+    k, N, M, Mp = work.k, work.N, work.M, work.Mp
+    keys = work.keys  # [k * N, Mp], padding slots 0xFFFF for good
+    masks = np.take(_BYTE_MASKS, allowed.view(np.uint8)).view(np.uint16).reshape(k, N, Mp)  # 0 where allowed
+    np.bitwise_or(_pool_keys16(pool, (N, M)), masks[..., :M], out=keys.reshape(k, N, Mp)[..., :M])
+    flat = np.sort(keys, axis=-1).reshape(-1)
+    i = work.base + np.maximum(n_pick - 1, 0)  # flat index of the n-th smallest (n <= M)
+    edge = flat[i]
+    tied = (n_pick > 0) & (n_pick < n_allowed) & (edge == flat[i + 1])  # i + 1 is at most a padding slot
+    chosen = keys <= edge[:, None]
+    chosen[n_pick == 0] = False
+    top = np.flatnonzero(edge == 0xFFFF)  # clamped keys pass the test: keep the allowed slots only
+    if top.size:
+        chosen[top] &= _unpack(allowed[top])
+    rows = np.flatnonzero(tied)
+    while rows.size:  # as in _random_subset
+        owners = [(d, len(list(g))) for d, g in itertools.groupby((rows // N).tolist())]  # draw-major rows
+        keys32 = np.concatenate([_pool_keys32(pool, d, (c, M)) for d, c in owners])
+        sub = _unpack(allowed[rows])[:, :M]
+        chosen[rows, :M], tied_rows = _pick_smallest(_forbid(keys32, sub, 32), n_pick[rows])
+        rows = rows[tied_rows]
+    return _pack(chosen)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -326,19 +544,54 @@ def draws(X: np.ndarray, valid: np.ndarray | None, null: str, k: int, *, seed: i
     X, valid = _check_lattice(X, valid)
     if trades is not None and null != "n3":
         raise ValueError(f"trades is an option of n3 only, not of {null!r}")
+    out, lay = _compressed_draws(X, valid, null, k, seed, start, trades)
+    return _expand(out, lay, X.shape[1])
+
+
+def _compressed_draws(X: np.ndarray, valid: np.ndarray, null: str, k: int, seed: int, start: int,
+                      trades: int | None) -> tuple[np.ndarray, _Layout]:
+    """``draws``' draws before they are expanded: bool [k, N, L, M] over the compressed slots, and the layout
+    (arguments checked by the caller)."""
     rngs = _draw_rngs(null, start, k, seed)
     lay = _layout(valid)
     C = _compress(X, lay)
     if null == "n3":
         trades = default_trades(X.shape[2]) if trades is None else _check_count(trades, "trades", minimum=0)
-        out = _n3(C, rngs, trades)
-    else:
-        out = (_n1 if null == "n1" else _n2)(C, lay, rngs)
-    return _expand(out, lay, X.shape[1])
+        return _n3(C, rngs, trades), lay
+    return (_n1 if null == "n1" else _n2)(C, lay, rngs), lay
 
 
 def _count(Xs: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     return Xs.sum(axes, dtype=np.int64)
+
+
+def _count_draws(x: np.ndarray) -> np.ndarray:
+    """int64 [K]: the number of True in each ``x[i]`` of ``x`` bool [K, ...] (``np.count_nonzero`` per draw,
+    several times faster than a summed bool over many axes; the same integers)."""
+    return np.array([np.count_nonzero(d) for d in x], dtype=np.int64).reshape(len(x))
+
+
+def _branching_compressed(C: np.ndarray, lay: _Layout, T: int) -> dict[str, np.ndarray]:
+    """``branching_batch(_expand(C, lay, T))`` of draws ``C`` bool [K, N, L, M], the same numbers: read off
+    the compressed slots directly when every sequence shares one contiguous run of valid tokens (the
+    sweep's lattices: all tokens but the first), where adjacent slots are adjacent tokens, the tokens
+    outside the run are empty and the last token is in the run iff it ends at ``T``."""
+    if not isinstance(lay.shared, slice):
+        return branching_batch(_expand(C, lay, T))
+    ends = lay.shared.stop == T  # the run holds token T - 1: its last slot is the lattice's last token
+    total = _count_draws(C)
+    last_l = _count_draws(C[:, :, -1:, :])
+    last_t = _count_draws(C[..., -1:]) if ends else np.zeros_like(total)
+    corner = _count_draws(C[:, :, -1:, -1:]) if ends else np.zeros_like(total)
+    nums = {
+        "time": _count_draws(C[..., :-1] & C[..., 1:]),
+        "depth": _count_draws(C[:, :, :-1, :] & C[:, :, 1:, :]),
+        "diag": _count_draws(C[:, :, :-1, :-1] & C[:, :, 1:, 1:]),
+    }
+    dens = {"time": total - last_t, "depth": total - last_l, "diag": total - last_t - last_l + corner}
+    out = {d: ratios(nums[d], dens[d]) for d in ("time", "depth", "diag")}
+    out["tot"] = out["time"] + out["depth"]
+    return out
 
 
 def branching_batch(Xs: np.ndarray) -> dict[str, np.ndarray]:
@@ -412,12 +665,14 @@ def null_branching(X: np.ndarray, valid: np.ndarray | None, nulls: tuple[str, ..
     for null in nulls:
         _check_null(null)
     K = _check_count(null_draws, "null_draws")
+    seed = _check_count(seed, "seed", minimum=0)  # None would seed from the OS: irreproducible
     step = _chunk_size(K, X.size, chunk)
     observed = {d: float(v[0]) for d, v in branching_batch(X[None]).items()}
     result: dict = {"observed": observed}
     for null in nulls:
-        opts = {"trades": trades} if null == "n3" else {}
-        parts = [branching_batch(draws(X, valid, null, min(step, K - i), seed=seed, start=i, **opts))
+        opt = trades if null == "n3" else None
+        # as branching_batch(draws(...)) per chunk, without expanding the draws to [k, N, T, L]
+        parts = [_branching_compressed(*_compressed_draws(X, valid, null, min(step, K - i), seed, i, opt), X.shape[1])
                  for i in range(0, K, step)]
         result[null] = {d: _summary(observed[d], np.concatenate([p[d] for p in parts])) for d in NULL_DIRECTIONS}
     return result

@@ -287,8 +287,6 @@ def _cross_key_errors(p: dict[str, Any]) -> list[str]:
     if p["window"] < p["ma_top_k"]:
         errors.append(f"window={p['window']} is shorter than ma_top_k={p['ma_top_k']} (the MA scan keeps the "
                       "top-k entries of each window)")
-    if p["n_heatmaps"] > p["n_sequences"]:
-        errors.append(f"n_heatmaps={p['n_heatmaps']} exceeds n_sequences={p['n_sequences']}")
     return errors
 
 

@@ -1,7 +1,11 @@
-"""Plotly figures the notebooks share (the notebooks only arrange them)."""
+"""Plotly figures the notebooks share (the notebooks only arrange them), and :func:`show`, the one way a
+phase notebook shows a figure: displayed as always, and exported into the phase's folder as
+``figures/<name>.csv`` (its data) and, where Chromium runs, ``figures/<name>.svg`` and ``.png``."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -409,3 +413,13 @@ def fit_heatmap(ma5, column: str, title: str) -> go.Figure:
     fig.update_layout(title=title, xaxis_title="model", height=360,
                       yaxis=dict(title="layer", tickmode="array", tickvals=list(grid.index), dtick=1))
     return fig
+
+
+def show(fig: go.Figure, name: str) -> None:
+    """Display ``fig`` and export it (:func:`figure_export.export`: ``<name>.csv``, ``.svg``, ``.png``) into the
+    current phase's ``figures/`` folder; ``name`` is unique within a notebook (e.g. ``rate_vs_gain``,
+    ``lattice_seq0``). Outside a phase it only displays."""
+    from . import figure_export
+
+    fig.show()
+    figure_export.export_current(fig, name)

@@ -147,10 +147,16 @@ def timed(out: str | Path, step: str):
     try:
         yield
     finally:
-        path = Path(out) / TIMINGS
-        timings = json.loads(path.read_text()) if path.exists() else {}
-        timings[step] = round(timings.get(step, 0.0) + time.perf_counter() - t0, 3)
-        save_json(path, timings)
+        add_timings(out, {step: time.perf_counter() - t0})
+
+
+def add_timings(out: str | Path, seconds: dict[str, float]) -> None:
+    """Add seconds per named step (measured elsewhere, e.g. inside the sweep) to the phase's timings."""
+    path = Path(out) / TIMINGS
+    timings = json.loads(path.read_text()) if path.exists() else {}
+    for step, s in seconds.items():
+        timings[step] = round(timings.get(step, 0.0) + s, 3)
+    save_json(path, timings)
 
 
 def record(out: str | Path, **facts: Any) -> None:

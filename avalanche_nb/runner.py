@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 import shutil
 import sys
@@ -25,10 +26,15 @@ from . import provenance
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 KERNEL = "avalanche-nb"
+LOGS = "logs"  # the run folder's subfolder of kernel output, one file per phase
 
 
 class PhaseFailedError(RuntimeError):
     """A phase's notebook raised; its staging folder is kept as ``<phase>.failed``."""
+
+
+class UnverifiedRunError(ValueError):
+    """A run's artifacts do not match their manifests, so nothing may be built from it."""
 
 
 class RunInterrupted(RuntimeError):
@@ -96,22 +102,41 @@ def check_inputs(chosen: list[str], done: list[str]) -> None:
         available.add(ph)
 
 
-def _ipc_kernel_manager():
-    """A kernel manager talking to the kernel over local (IPC) sockets: the kernel never opens a TCP port
-    (so it does not warn, at every phase, that one is unencrypted), and its socket files are removed at
-    shutdown."""
+def _kernel_manager(log: Path):
+    """The kernel manager of a phase: the kernel talks over local (IPC) sockets, so it never opens a TCP
+    port (and never warns, at every phase, that one is unencrypted; the socket files are removed at
+    shutdown); it runs in its own session, so a Ctrl-C at the terminal reaches the runner, which stops
+    the kernel itself; and its own output goes to ``log`` instead of the terminal."""
     import tempfile
     import uuid
 
     from jupyter_client.manager import AsyncKernelManager
 
-    class IPCKernelManager(AsyncKernelManager):
+    class PhaseKernelManager(AsyncKernelManager):
         def __init__(self, **kw):
             super().__init__(**kw)
             self.transport = "ipc"
             self.ip = str(Path(tempfile.gettempdir()) / f"avalanche_nb-kernel-{uuid.uuid4().hex[:12]}")
 
-    return IPCKernelManager
+        async def start_kernel(self, **kw):
+            log.parent.mkdir(exist_ok=True)
+            stream = open(log, "ab")  # noqa: SIM115 - the kernel process owns it for its lifetime
+            return await super().start_kernel(independent=True, stdout=stream, stderr=stream, **kw)
+
+    return PhaseKernelManager
+
+
+@contextmanager
+def _quiet(logger: str):
+    """Silence ``logger`` in the block: papermill's notes (a dead kernel, an interrupted cell) reach the
+    runner as exceptions, which say it once and clearly."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 @contextmanager
@@ -249,9 +274,43 @@ def run(params_file: str | Path, phases: str | None = None, out: str | Path = "o
     from .runtime import write_plotly_js
 
     write_plotly_js(run_dir)
+    ensure_figure_browser()
     for phase in chosen:
         _run_phase(run_dir, phase, sources[phase], params, notebooks)
+    write_summary(run_dir)
     return run_dir
+
+
+_browser_checked = False
+
+
+def ensure_figure_browser() -> None:
+    """Best effort, once per process, before the first phase: a Chromium for the SVG/PNG export of the
+    notebooks' figures (``plots.show``), installed with apt when missing (``system.ensure``: root or
+    passwordless sudo). Without one the phases export each figure's CSV only; said here once (and once in
+    each notebook)."""
+    global _browser_checked
+    from . import figure_export, system
+
+    if _browser_checked:
+        return
+    _browser_checked = True
+    if system.browser() or os.environ.get(figure_export.IMAGES_ENV) == "0":
+        return
+    print("[avalanche-nb] figures: no Chromium for their SVG/PNG export; installing it (apt-get install chromium)",
+          flush=True)
+    try:
+        system.ensure("chromium", ("chromium",))
+    except system.SystemToolError as err:
+        print(f"[avalanche-nb] figures: CSV only, no SVG/PNG: {err}", flush=True)
+
+
+def write_summary(run_dir: Path) -> None:
+    """The run's one-page SUMMARY.md (each finished phase's verdicts, links to its notebook), refreshed
+    whenever phases finish; beside the phase folders, so it never touches a hashed artifact."""
+    from .results import summary_markdown
+
+    provenance.atomic_write(run_dir / "SUMMARY.md", lambda tmp: tmp.write_text(summary_markdown(run_dir)))
 
 
 def _resume_command(run_dir: Path) -> str:
@@ -261,6 +320,7 @@ def _resume_command(run_dir: Path) -> str:
 
 def _run_phase(run_dir: Path, phase: str, nb, params, notebooks: Path) -> Path:
     import papermill as pm
+    from nbclient.exceptions import DeadKernelError
 
     from . import artifacts
 
@@ -269,17 +329,23 @@ def _run_phase(run_dir: Path, phase: str, nb, params, notebooks: Path) -> Path:
     print(f"[avalanche-nb] {run_dir.name}: phase {phase}", flush=True)
     t0 = time.perf_counter()
     try:
-        with _reporting_progress(stage / ".progress", phase):
+        with _reporting_progress(stage / ".progress", phase), _quiet("papermill"):
             # papermill's per-cell bar says nothing about a long cell's work: the notebook reports its own
             pm.execute_notebook(nb, str(stage / f"{phase}.ipynb"), parameters={"run_dir": str(run_dir)},
-                                kernel_name=KERNEL, progress_bar=False, cwd=str(notebooks),
-                                log_output=False, kernel_manager_class=_ipc_kernel_manager())
+                                kernel_name=KERNEL, progress_bar=False, cwd=str(notebooks), log_output=False,
+                                kernel_manager_class=_kernel_manager(run_dir / LOGS / f"{phase}.kernel.log"))
     except pm.PapermillExecutionError as err:
         failed = run_dir / f"{phase}.failed"
         os.rename(stage, failed)
         raise PhaseFailedError(f"phase {phase} failed in cell {err.exec_count} ({err.ename}: {err.evalue}); "
                                f"the executed notebook is in {failed}") from None
+    except DeadKernelError:
+        failed = run_dir / f"{phase}.failed"
+        os.rename(stage, failed)
+        raise PhaseFailedError(f"phase {phase}: the kernel died (out of memory?); its output is in "
+                               f"{run_dir / LOGS / f'{phase}.kernel.log'}") from None
     except KeyboardInterrupt:
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the cancelled cell's task, not news
         done = finished(run_dir)
         raise RunInterrupted(
             f"interrupted during phase {phase}; " + (f"finished phases {', '.join(p.split('_')[0] for p in done)} "

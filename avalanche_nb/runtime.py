@@ -1,5 +1,5 @@
 """What every phase notebook does first: its params, a deterministic set-up (offline hub, fixed CPU
-threads and seeds, an offline plot renderer) and the folder its artifacts go to."""
+threads and seeds, an offline plot renderer) and the folder its artifacts and figures go to."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import figure_export
 from . import params as P
 from . import provenance
 
@@ -48,11 +49,14 @@ def start(run_dir: str, phase: str) -> tuple[P.Params, Path]:
     """(params, output folder) of phase ``phase`` in the run ``run_dir``, after :func:`configure`.
 
     The params are the run's resolved ``params.yaml`` (the schema's defaults when a notebook is opened
-    without a run); the folder is the phase's staging folder (:func:`provenance.phase_output`).
+    without a run); the folder is the phase's staging folder (:func:`provenance.phase_output`), where
+    :func:`plots.show` exports the notebook's figures too (``figures/``).
     """
-    from . import progress
+    from . import plots, progress
 
     p = P.for_run(run_dir)
     configure(p.seed, p.torch_threads)
     progress.ENABLED = p.progress
-    return p, provenance.phase_output(run_dir, phase)
+    out = provenance.phase_output(run_dir, phase)
+    figure_export.export_to(out)
+    return p, out

@@ -14,7 +14,7 @@ Ablations (the seed's): the gain on all MLPs (``all``), on one layer band (``ear
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
@@ -114,6 +114,7 @@ class SweepResult:
     profiles: list["pd.DataFrame"]
     sizes: list["pd.DataFrame"]
     lattices: dict[tuple[str, str], np.ndarray]  # (spike_def, threshold mode) -> int32 [G, N, T, L]
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per step (forward passes, statistics)
 
 
 def sweep_ablation(model, tokens: np.ndarray, valid: np.ndarray, ref: "Reference", p: Mapping[str, Any],
@@ -134,20 +135,33 @@ def sweep_ablation(model, tokens: np.ndarray, valid: np.ndarray, ref: "Reference
     out = SweepResult([], [], [], {(d, m): np.zeros((G,) + tokens.shape + (ref.calibration.n_layers,), np.int32)
                                    for d in lat.SPIKE_DEFS for m in THRESHOLD_MODES})
     t0 = time.perf_counter()
+    clock = {"forward passes and thresholds": 0.0, "row statistics": 0.0, "layer profiles": 0.0}
     steps = track(gains, f"sweep {ablation}", unit="gain")
-    for gi, gl in enumerate(gain_lattices(model, inputs, valid, ref, steps, p, where=where, layers=layers)):
+    lattices = gain_lattices(model, inputs, valid, ref, steps, p, where=where, layers=layers)
+    while True:
+        t = time.perf_counter()
+        gl = next(lattices, None)
+        clock["forward passes and thresholds"] += time.perf_counter() - t
+        if gl is None:
+            break
+        gi = int(np.flatnonzero(np.isclose(gains, gl.g))[0])
         for (r, d, mode), counts in gl.counts.items():
             th = gl.thresholds[(r, d, mode)]
             keys = dict(ablation=ablation, g=gl.g, target_rate=ref.rates[r], spike_def=d, threshold_mode=mode)
+            t = time.perf_counter()
             row, table = lattice_row(counts, valid, p, gof=ablation == "all")
+            clock["row statistics"] += time.perf_counter() - t
             err = np.nanmax(np.abs(th.rel_err)) if mode == "rate_matched" else np.nan
             out.rows.append(keys | {"rate_mean": th.rate.mean(), "rate_max_rel_err": err, "floor": gl.floor} | row)
+            t = time.perf_counter()
             out.profiles.append(layer_rows(counts, valid, th, per_layer_mr=mode == "rate_matched").assign(**keys))
+            clock["layer profiles"] += time.perf_counter() - t
             out.sizes.append(table[["size", "n_sites", "t_span", "l_span"]].assign(**keys))
             if r == 0:
                 out.lattices[(d, mode)][gi] = counts
         if log:
             log(f"{ablation:8s} g={gl.g:.2f} done ({time.perf_counter() - t0:.0f} s)")
+    out.seconds = clock
     return out
 
 
@@ -190,7 +204,7 @@ def lattice_row(counts: np.ndarray, valid: np.ndarray, p: Mapping[str, Any], *, 
     sizes, durations = table["size"].to_numpy(), table["t_span"].to_numpy()
     # sizes: fit, alpha_se, p-value (same alpha_range; gof_draws 0 = skipped) and likelihood ratios in one call
     fit = tails.fit_tail(sizes, alpha_range=alpha_range, gof_draws=gof_draws, seed=seed).row()
-    fit_d = tails.fit_power_law(durations, alpha_range=alpha_range)
+    fit_d = tails.fit_power_law(durations, alpha_range=alpha_range, compare=False)  # only alpha is read
     crack = tails.crackling(sizes, durations, bootstrap_draws=p["bootstrap_draws"], seed=seed)
     row |= {k: crack[k] for k in ("gamma", "gamma_lo", "gamma_hi")}
     row["gamma_pred"] = tails.predicted_gamma(fit["alpha"], fit_d["alpha"])
@@ -212,9 +226,9 @@ def layer_rows(counts: np.ndarray, valid: np.ndarray, th: lat.Thresholds, per_la
     b = av.branching(av.occupancy(counts, valid))
     df = pd.DataFrame({"layer": np.arange(counts.shape[2]), "rate": th.rate, "tau": th.tau,
                        "b_time": b["b_time_per_layer"], "b_depth": b["b_depth_per_layer"]})
-    if per_layer_mr:
+    if per_layer_mr:  # every layer's mr_branching, the lag regressions of all layers stacked
         cols = valid.all(0)
-        df["mr_m"] = [multistep.mr_branching(counts[:, cols, l])["mr_m"] for l in range(counts.shape[2])]
+        df["mr_m"] = [r["mr_m"] for r in multistep.mr_branching_many([counts[:, cols, l] for l in range(counts.shape[2])])]
     else:
         df["mr_m"] = np.nan
     return df

@@ -206,11 +206,17 @@ def fit_power_law(
     alpha_range: Sequence[float],
     xmin_min: float | None = None,
     xmin_max: float | None = None,
+    compare: bool = True,
 ) -> dict:
     """Discrete power-law fit of avalanche sizes with ``powerlaw`` (CSN 2009), no p-value.
 
     Part of :func:`fit_tail`, which adds the goodness-of-fit p-value with the same ranges; use
     this alone for fits that need no p-value (durations).
+
+    The numbers are those of ``powerlaw.Fit(sizes, discrete=True, ...)``. By default the xmin scan
+    runs :func:`_scan_xmin`: the vectorised replica ranks every candidate, and ``powerlaw`` fits only
+    the candidates that can win (identical numbers, several times faster); where that cannot be
+    vouched for, the whole ``powerlaw.Fit`` runs (:func:`_fit_with_powerlaw`, also the reference).
 
     Parameters
     ----------
@@ -221,6 +227,9 @@ def fit_power_law(
         biases steep tails).
     xmin_min, xmin_max : float, optional
         Smallest / largest xmin candidate (default: every distinct value but the two largest).
+    compare : bool
+        Compute the likelihood ratios (False: they are NaN, e.g. for durations, whose ratios
+        nothing reads; every other number is the same).
 
     Returns
     -------
@@ -231,29 +240,112 @@ def fit_power_law(
         ``reason``: ``None`` when fine, why the numbers are NaN, or -- with finite numbers -- the
         note that no candidate gave a valid fit and powerlaw fell back to the smallest KS.
     """
+    return _fit_power_law(sizes, alpha_range, xmin_min, xmin_max, compare, scan=True)
+
+
+def _fit_with_powerlaw(sizes, *, alpha_range, xmin_min=None, xmin_max=None, compare=True) -> dict:
+    """:func:`fit_power_law` with the whole ``powerlaw.Fit`` (its xmin scan over every candidate): the
+    reference the tests hold the pruned scan to, bit for bit."""
+    return _fit_power_law(sizes, alpha_range, xmin_min, xmin_max, compare, scan=False)
+
+
+def _fit_power_law(sizes, alpha_range, xmin_min, xmin_max, compare: bool, scan: bool) -> dict:
     lo_hi = _check_range(alpha_range)
     _check_xmin_bounds(xmin_min, xmin_max)
     x, reason = _clean_sizes(sizes)
     if reason:
         return _nan_result(FIT_KEYS, reason)
     with _quiet():
-        fit = _powerlaw_fit(x, lo_hi, xmin_min, xmin_max)
-        if fit is None:
-            return _nan_result(FIT_KEYS, _no_candidates(xmin_min, xmin_max))
-        out = {"alpha": float(fit.alpha), "xmin": float(fit.xmin), "ks": float(fit.D),
-               "n_tail": float(np.sum(x >= fit.xmin)) if np.isfinite(fit.xmin) else np.nan}
+        found = _scan_xmin(x, lo_hi, xmin_min, xmin_max) if scan else None
+        if found is None:  # powerlaw's own scan
+            fit = _powerlaw_fit(x, lo_hi, xmin_min, xmin_max)
+            if fit is None:
+                return _nan_result(FIT_KEYS, _no_candidates(xmin_min, xmin_max))
+            alpha, xmin, ks, noise = fit.alpha, fit.xmin, fit.D, fit.noise_flag
+        else:
+            (alpha, xmin, ks, fit), noise = found, False
+        out = {"alpha": float(alpha), "xmin": float(xmin), "ks": float(ks),
+               "n_tail": float(np.sum(x >= xmin)) if np.isfinite(xmin) else np.nan}
         if not np.isfinite(out["alpha"]):
             return _nan_result(FIT_KEYS, "powerlaw returned no fit")
         if out["n_tail"] < MIN_POINTS:
             return _nan_result(FIT_KEYS, f"tail above xmin has {int(out['n_tail'])} < {MIN_POINTS} points")
         out["alpha_se"] = (out["alpha"] - 1.0) / np.sqrt(out["n_tail"])  # CSN eq. 3.2 (see module doc)
+        if compare and fit is None:  # the tail at the chosen xmin: the same fits as the scan's Fit would make
+            fit = _fixed_xmin_fit(x, xmin, lo_hi)
         for name in ("lognormal", "exponential"):
-            lr, p = fit.distribution_compare("power_law", name, normalized_ratio=True)
+            lr, p = fit.distribution_compare("power_law", name, normalized_ratio=True) if compare else (np.nan,) * 2
             out[f"lr_{name}"], out[f"p_{name}"] = float(lr), float(p)
     out = {k: out[k] for k in FIT_KEYS}
     out["reason"] = ("no xmin candidate gave a valid fit (alpha at the range edge); powerlaw "
-                     "fell back to the smallest KS") if fit.noise_flag else None
+                     "fell back to the smallest KS") if noise else None
     return out
+
+
+# how far above the replica's best KS a candidate is still fitted by powerlaw itself (see _scan_xmin)
+SCAN_MARGIN = 1e-2
+
+
+def _fixed_xmin_fit(x: np.ndarray, xmin: float, alpha_range: tuple[float, float]):
+    """``powerlaw.Fit`` of ``x`` with xmin fixed (no scan): its ``fitting_cdf`` is that of all of ``x``
+    (as during a scan) and its data the tail ``x >= xmin`` (as after one)."""
+    import powerlaw
+
+    return powerlaw.Fit(x, discrete=True, xmin=xmin, parameter_ranges={"alpha": tuple(alpha_range)}, verbose=0)
+
+
+def _candidate_fit(parent, x: np.ndarray, xmin: float) -> tuple[float, float, bool]:
+    """(KS, alpha, valid) of the candidate ``xmin``, exactly as ``powerlaw.Fit.find_xmin``'s
+    ``fit_function`` computes them (the same ``Power_Law`` call on all of ``x``, ``parent`` giving
+    the data's CDF)."""
+    pl = parent.xmin_distribution(xmin=xmin, xmax=parent.xmax, discrete=parent.discrete,
+                                  fit_method=parent.fit_method, data=x, parameters=parent.initial_parameters,
+                                  parameter_ranges=parent.parameter_ranges,
+                                  parameter_constraints=parent.parameter_constraints, parent_Fit=parent,
+                                  estimate_discrete=parent.estimate_discrete, verbose=0)
+    return pl.D, getattr(pl, "alpha", np.nan), bool(pl.in_range() and not pl.noise_flag)
+
+
+def _scan_xmin(x: np.ndarray, alpha_range: tuple[float, float], xmin_min: float | None,
+               xmin_max: float | None) -> tuple[float, float, float, object] | None:
+    """(alpha, xmin, KS) that ``powerlaw.Fit``'s xmin scan picks for the sorted sizes ``x``, the same
+    numbers, with ``powerlaw`` fitting only the candidates that can win, and a ``powerlaw.Fit`` with
+    that xmin fixed (or None); None when that cannot be vouched for (no candidate, none valid, a NaN
+    distance, or a winner too close to the cut), and the caller runs the whole ``powerlaw.Fit``.
+
+    The vectorised replica (:func:`_fit_alphas`, :func:`_ks`) fits every candidate (on the sizes of
+    real lattices its alpha, KS and validity equal powerlaw's to the last bit on every candidate:
+    ``bench/sweep_row_bench.py`` and the tests check it). ``powerlaw`` then fits the candidates whose
+    replica KS lies within ``SCAN_MARGIN`` of the best valid one, valid or not; its winner among them
+    (the smallest KS of a valid fit, the first on ties, as powerlaw's masked argmin) must lie at least
+    ``SCAN_MARGIN / 2`` below the cut. Every candidate left out then has a replica KS above the cut,
+    and an exact KS above the winner's unless the replica's KS is off by ``SCAN_MARGIN / 2``, 5e-3: a
+    Nelder-Mead path that parts from scipy's on a rounding (never seen) moves alpha by about its
+    tolerance, 1e-4, and the KS by a few times that.
+    """
+    b = _Batch([x], xmin_min, xmin_max)
+    if b.alpha0.size < 2:
+        return None
+    lo, hi = alpha_range
+    with np.errstate(all="ignore"):
+        alpha, valid = _fit_alphas(b, lo, hi)
+        dist = _ks(b, np.arange(alpha.size), alpha, (alpha > lo) & (alpha < hi))
+    if not valid.any() or np.isnan(dist).any():
+        return None
+    likely = np.flatnonzero(valid)[np.argmin(dist[valid])]  # the replica's pick
+    cut = dist[likely] + SCAN_MARGIN
+    # any fixed-xmin Fit gives the candidates all of x's CDF; at the likely xmin it also serves the ratios
+    parent = _fixed_xmin_fit(x, b.xmin[likely], alpha_range)
+    best = None
+    for lane in np.flatnonzero(dist <= cut):
+        ks, a, ok = _candidate_fit(parent, x, b.xmin[lane])
+        if np.isnan(ks):  # powerlaw's argmin would pick a NaN distance: let it
+            return None
+        if ok and (best is None or ks < best[2]):
+            best = (a, b.xmin[lane], ks)
+    if best is None or not best[2] <= cut - SCAN_MARGIN / 2:
+        return None
+    return best + (parent if best[1] == b.xmin[likely] else None,)
 
 
 # ------------------------------------------------------------------------------------------
@@ -308,9 +400,9 @@ def _start_values(x: np.ndarray, xmins: np.ndarray, start: np.ndarray):
     continuous MLE otherwise, 1 if below 1.
     """
     a0 = np.empty(xmins.size)
-    for j, (c, i) in enumerate(zip(xmins, start)):
-        tail = x[i:]
-        a0[j] = 1 + tail.size / np.sum(np.log(tail / (c - 0.5 if c >= 10 else c)))
+    add, log, n = np.add.reduce, np.log, x.size  # np.sum's reduction without its Python wrapper (same bits)
+    for j, (c, i) in enumerate(zip(xmins.tolist(), start.tolist())):
+        a0[j] = 1 + (n - i) / add(log(x[i:] / (c - 0.5 if c >= 10 else c)))
     suffix = np.cumsum(np.log(x)[::-1])[::-1]
     return np.where(a0 < 1, 1.0, a0), suffix[start]
 

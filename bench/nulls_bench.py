@@ -6,7 +6,9 @@
    row's valid tokens), interleaved (loop, vectorised, loop, ...), medians of CPU time of this process.
    n3 at its default trade count runs against a per-matrix curveball loop (a tenth of the draws, scaled).
    Target: the three vectorised nulls together >= 20x faster than their loops (PASS / FAIL); each null's
-   own ratio is printed too. Also a whole `null_branching` call (3 nulls, K draws each).
+   own ratio is printed too; n3's packed trades (`nulls._n3`) also run against the per-trade vectorised
+   loop they replaced (`nulls._n3_reference`): the same draws, bit for bit (FAIL when not), and their
+   ratio. Also a whole `null_branching` call (3 nulls, K draws each).
 2. Mixing of n3 (on by default, `--no-mixing` skips it): one curveball chain per draw, started from the
    observed matrices of a structured lattice (planted blocks of 4 tokens x 3 layers, layer-dependent
    rate), checkpointed at multiples of L ln L trades and at the default: null means of b_time, b_depth,
@@ -131,11 +133,21 @@ def speed(args: argparse.Namespace) -> bool:
     n3_loop = timed(lambda: loop_n3(X, valid, k3, rng, trades)) * args.k / k3
     print(f"  n3: loop {n3_loop * 1e3:8.1f} ms   vectorised {n3 * 1e3:6.1f} ms   speed-up {n3_loop / n3:6.1f}x "
           f"(default {trades} trades; per-matrix loop timed on {k3} draws and scaled)")
+    # the packed trades against the plain per-trade vectorised loop they replace: the same draws, bit for bit
+    C = nulls._compress(X, nulls._layout(valid))
+    rngs = lambda: nulls._draw_rngs("n3", 0, args.k, args.seed)  # noqa: E731 -- fresh streams each call
+    same = np.array_equal(nulls._n3(C, rngs(), trades), nulls._n3_reference(C, rngs(), trades))
+    t_ref, t_fast = [], []
+    for _ in range(args.n3_repeats):
+        t_ref.append(timed(lambda: nulls._n3_reference(C, rngs(), trades)))
+        t_fast.append(timed(lambda: nulls._n3(C, rngs(), trades)))
+    print(f"  n3 trades: per-trade reference {statistics.median(t_ref) * 1e3:8.1f} ms   packed {statistics.median(t_fast) * 1e3:6.1f} ms"
+          f"   speed-up {statistics.median(t_ref) / statistics.median(t_fast):5.1f}x   ({'identical' if same else 'NOT IDENTICAL'})")
     # The gate: the three nulls together, i.e. what one sweep row draws. n1 alone sits near 12x: an exact
     # uniform subset per row needs one sort of its random keys, and that sort alone is ~1/35 of the loop.
     loop = med["n1 loop"] + med["n2 loop"] + n3_loop
     vec = med["n1 vectorised"] + med["n2 vectorised"] + n3
-    ok = loop / vec >= SPEED_TARGET
+    ok = loop / vec >= SPEED_TARGET and same
     print(f"  all nulls: loop {loop * 1e3:8.1f} ms   vectorised {vec * 1e3:6.1f} ms   speed-up {loop / vec:6.1f}x "
           f"(target >= {SPEED_TARGET:g}x): {'PASS' if ok else 'FAIL'}")
     full = timed(lambda: nulls.null_branching(X, valid, null_draws=args.k, seed=args.seed))

@@ -74,3 +74,11 @@ print(f"model {lm.name}: {info['model_type']}, {arch.n_layers} layers, d_ff={arc
 
 # %%
 print(lm.tokenizer.decode(slices["a_lattice"].tokens[0]))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from IPython.display import Markdown
+
+from avalanche_nb import results
+
+Markdown(results.what_this_shows(run_dir, out, "00_data_and_model"))

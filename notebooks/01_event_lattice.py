@@ -84,7 +84,7 @@ print(summary.map(lambda x: f"{x:.3g}").to_string())
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-plots.rate_targets(main.thresholds, SPIKE_DEFS).show()
+plots.show(plots.rate_targets(main.thresholds, SPIKE_DEFS), "rate_targets")
 
 # %% [markdown]
 # ## Lattices
@@ -93,6 +93,14 @@ plots.rate_targets(main.thresholds, SPIKE_DEFS).show()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-for n in range(p.n_heatmaps):
-    plots.lattice_heatmap(main.counts["pos"][n], token_strings(lm.tokenizer, main.tokens[n]), valid[n],
-                          title=f"sequence {n}: pos spikes").show()
+for n in range(min(p.n_heatmaps, len(valid))):
+    plots.show(plots.lattice_heatmap(main.counts["pos"][n], token_strings(lm.tokenizer, main.tokens[n]), valid[n],
+                                     title=f"sequence {n}: pos spikes"), f"lattice_seq{n}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from IPython.display import Markdown
+
+from avalanche_nb import results
+
+Markdown(results.what_this_shows(run_dir, out, "01_event_lattice"))

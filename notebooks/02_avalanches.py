@@ -79,7 +79,7 @@ print(table.groupby(["spike_def", "adjacency"])["size"].max().unstack().to_strin
 # NBVAL_IGNORE_OUTPUT
 for col, label in (("size", "size (spikes)"), ("t_span", "token span D (tokens)"), ("l_span", "layer span H (layers)")):
     sel = {f"{d} · {adj}": g[col].to_numpy() for (d, adj), g in table.groupby(["spike_def", "adjacency"])}
-    plots.ccdf(sel, f"avalanche {col}: P(X ≥ x)", label).show()
+    plots.show(plots.ccdf(sel, f"avalanche {col}: P(X ≥ x)", label), f"ccdf_{col}")
 
 # %% [markdown]
 # ## Branching per layer
@@ -88,7 +88,7 @@ for col, label in (("size", "size (spikes)"), ("t_span", "token span D (tokens)"
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-plots.branching_per_layer(per_layer).show()
+plots.show(plots.branching_per_layer(per_layer), "branching_per_layer")
 
 # %% [markdown]
 # ## Avalanches on the lattice
@@ -98,6 +98,15 @@ plots.branching_per_layer(per_layer).show()
 # NBVAL_IGNORE_OUTPUT
 tokenizer = load_tokenizer(p.model)
 labels, _ = av.label_avalanches(av.occupancy(counts["pos"], valid), p.adjacencies[0])
-for n in range(p.n_heatmaps):
-    plots.lattice_heatmap(counts["pos"][n], token_strings(tokenizer, tokens[n]), valid[n],
-                          title=f"sequence {n}: avalanches ({p.adjacencies[0]})", labels=labels[n]).show()
+for n in range(min(p.n_heatmaps, len(valid))):
+    plots.show(plots.lattice_heatmap(counts["pos"][n], token_strings(tokenizer, tokens[n]), valid[n],
+                                     title=f"sequence {n}: avalanches ({p.adjacencies[0]})", labels=labels[n]),
+               f"avalanches_seq{n}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from IPython.display import Markdown
+
+from avalanche_nb import results
+
+Markdown(results.what_this_shows(run_dir, out, "02_avalanches"))

@@ -64,8 +64,9 @@ phase01 = artifacts.read(run_dir, "lattice.npz", out)
 
 # %%
 # papermill_description=gain_sweep
-with provenance.timed(out, "sweep"):
-    results = {a: sweep.sweep_ablation(lm.model, tokens, valid, ref, p, a) for a in p.ablations}
+results = {a: sweep.sweep_ablation(lm.model, tokens, valid, ref, p, a) for a in p.ablations}
+for res in results.values():
+    provenance.add_timings(out, {f"sweep: {step}": s for step, s in res.seconds.items()})
 g1 = int(np.flatnonzero(np.isclose(gain_grid, 1.0))[0])
 for d in SPIKE_DEFS:
     if not np.array_equal(phase01[f"counts_{d}"], results["all"].lattices[(d, "rate_matched")][g1]):
@@ -98,7 +99,7 @@ print(main_rows[cols].sort_values(["spike_def", "threshold_mode", "g"]).to_strin
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-plots.rate_vs_gain(main_rows).show()
+plots.show(plots.rate_vs_gain(main_rows), "rate_vs_gain")
 
 # %% [markdown]
 # ## Branching and delta-b under rate matching
@@ -109,8 +110,8 @@ plots.rate_vs_gain(main_rows).show()
 rm = main_rows[main_rows.threshold_mode == "rate_matched"]
 for d in SPIKE_DEFS:
     sel = rm[rm.spike_def == d].sort_values("g")
-    plots.null_bands(sel, "tot", f"{d}: b_tot vs g (rate-matched), null 95% bands").show()
-    plots.delta_b(sel, f"{d}: delta-b vs g (rate-matched)").show()
+    plots.show(plots.null_bands(sel, "tot", f"{d}: b_tot vs g (rate-matched), null 95% bands"), f"null_bands_{d}")
+    plots.show(plots.delta_b(sel, f"{d}: delta-b vs g (rate-matched)"), f"delta_b_{d}")
 
 # %% [markdown]
 # ## Susceptibility vs gain, all ablations
@@ -118,10 +119,10 @@ for d in SPIKE_DEFS:
 # %%
 # NBVAL_IGNORE_OUTPUT
 swept = table[(table.threshold_mode == "rate_matched") & (table.target_rate == ref.rates[0])]
-plots.by_ablation(swept, "chi_perc", "percolation susceptibility chi_perc vs g (rate-matched)",
-                  "chi_perc (sites)").show()
-plots.by_ablation(swept, "chi_fano", "Fano factor chi_fano of spikes per sequence vs g (rate-matched)",
-                  "chi_fano (spikes)").show()
+plots.show(plots.by_ablation(swept, "chi_perc", "percolation susceptibility chi_perc vs g (rate-matched)",
+                             "chi_perc (sites)"), "chi_perc_by_ablation")
+plots.show(plots.by_ablation(swept, "chi_fano", "Fano factor chi_fano of spikes per sequence vs g (rate-matched)",
+                             "chi_fano (spikes)"), "chi_fano_by_ablation")
 
 # %% [markdown]
 # ## Size distributions and tail fits (descriptive)
@@ -134,9 +135,9 @@ sel = sizes[(sizes.ablation == "all") & (sizes.threshold_mode == "rate_matched")
 shown = [g for g in gain_grid if np.isclose(g, [gain_grid[0], 1.0, gain_grid[-1]]).any()]
 fit_rows = rm[rm.spike_def == "pos"]
 fits = {f"g={g:.1f}": tuple(fit_rows.loc[np.isclose(fit_rows.g, g), ["alpha", "xmin"]].iloc[0]) for g in shown}
-plots.ccdf({f"g={g:.1f}": sel[np.isclose(sel.g, g)]["size"].to_numpy() for g in shown},
-           "pos, rate-matched: avalanche size CCDF with discrete power-law fits (descriptive)",
-           "size (spikes)", fits=fits).show()
+plots.show(plots.ccdf({f"g={g:.1f}": sel[np.isclose(sel.g, g)]["size"].to_numpy() for g in shown},
+                      "pos, rate-matched: avalanche size CCDF with discrete power-law fits (descriptive)",
+                      "size (spikes)", fits=fits), "size_ccdf_fits")
 main_rows[["g", "spike_def", "threshold_mode", "alpha", "alpha_se", "xmin", "n_tail", "p_value", "lr_lognormal",
            "p_lognormal", "lr_exponential", "alpha_c80"]].round(3)
 
@@ -146,4 +147,12 @@ main_rows[["g", "spike_def", "threshold_mode", "alpha", "alpha_se", "xmin", "n_t
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-plots.crackling(rm).show()
+plots.show(plots.crackling(rm), "crackling")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from IPython.display import Markdown
+
+from avalanche_nb import results
+
+Markdown(results.what_this_shows(run_dir, out, "03_gain_sweep"))

@@ -96,7 +96,7 @@ print("outcome:", search.outcome)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-plots.gstar_evidence(evidence, search.picks, search.rule).show()
+plots.show(plots.gstar_evidence(evidence, search.picks, search.rule), "gstar_evidence")
 
 # %% [markdown]
 # ## Transfer to Dataset B
@@ -121,7 +121,7 @@ print(transfer.signature_table(table, g_star).to_string(float_format=lambda x: f
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-plots.perplexity(table, g_star).show()
+plots.show(plots.perplexity(table, g_star), "perplexity_b")
 
 # %% [markdown]
 # ## ARC multiple choice
@@ -151,4 +151,12 @@ for subset, t in summary["mcnemar"].items():
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-plots.arc_accuracy(pd.DataFrame(summary["grid"]), g_star).show()
+plots.show(plots.arc_accuracy(pd.DataFrame(summary["grid"]), g_star), "arc_accuracy")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from IPython.display import Markdown
+
+from avalanche_nb import results
+
+Markdown(results.what_this_shows(run_dir, out, "04_gstar"))

@@ -88,4 +88,12 @@ print(table.to_string(float_format=lambda x: f"{x:.4g}"))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-plots.replication_curves(curves, relation).show()
+plots.show(plots.replication_curves(curves, relation), "replication_curves")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from IPython.display import Markdown
+
+from avalanche_nb import results
+
+Markdown(results.what_this_shows(run_dir, out, "05_replication"))

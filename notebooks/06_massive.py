@@ -69,8 +69,9 @@ for name in track(names, "massive activations", unit="model"):
         failures[name] = str(err)
         print(f"SKIPPED {name}: {err}")
         continue
-    with provenance.timed(out, f"model {name}"):
-        me, model_tables, found = mx.analyse(lm, p, questions)
+    seconds = {}
+    me, model_tables, found = mx.analyse(lm, p, questions, seconds)
+    provenance.add_timings(out, {f"{name}: {step}": x for step, x in seconds.items()})
     me_info[name] = me
     for key, df in model_tables.items():
         tables[key].append(df)
@@ -110,7 +111,7 @@ print("failed:", ", ".join(failures) or "none")
 # %%
 # NBVAL_IGNORE_OUTPUT
 for name, prof in frames["profile"].groupby("model", sort=False):
-    plots.ma_profile(prof, me_info[name], f"{name}: largest and median |h| per layer").show()
+    plots.show(plots.ma_profile(prof, me_info[name], f"{name}: largest and median |h| per layer"), f"profile_{name}")
 cols = ["model", "layer", "top1", "top1_std", "median", "ratio", "ratio_sem", "sun", "relaxed", "top1_pos", "top1_dim"]
 massive.around_me_layer(frames["profile"], me_info)[cols].round(3)  # the layers around each ME layer
 
@@ -125,7 +126,7 @@ if len(frames["propagation"]):
     prop = frames["propagation"].assign(series=lambda d: d.model + " · " + d.group)
     fig = plots.per_layer({k: g.cos.to_numpy() for k, g in prop.groupby("series", sort=False)},
                           "cos(h[l-1], h[l]) of the MA token vs ordinary tokens", "cosine similarity")
-    fig.show()
+    plots.show(fig, "propagation")
 
 # %% [markdown]
 # ## Interventions: perplexity and token classes
@@ -153,8 +154,8 @@ if len(frames["interventions"]):
 # NBVAL_IGNORE_OUTPUT
 for name, sink in frames["attention_sink"].groupby("model", sort=False):
     base = sink[sink.intervention == "none"]
-    plots.layer_head_heatmap(base, "sink", f"{name}: attention mass on the first token").show()
-    plots.sink_changes(sink, p.ma_interventions, name).show()
+    plots.show(plots.layer_head_heatmap(base, "sink", f"{name}: attention mass on the first token"), f"sink_{name}")
+    plots.show(plots.sink_changes(sink, p.ma_interventions, name), f"sink_changes_{name}")
 
 # %% [markdown]
 # ## Factorial ablation at the ME layer
@@ -165,8 +166,8 @@ for name, sink in frames["attention_sink"].groupby("model", sort=False):
 # %%
 # NBVAL_IGNORE_OUTPUT
 for name, fac in frames["factorial"].groupby("model", sort=False):
-    plots.ratio_by_layer(fac, ["norm", "mlp"], f"{name}: factorial ablation at the ME layer",
-                         me_info[name]["me_layer"], ratio_min).show()
+    plots.show(plots.ratio_by_layer(fac, ["norm", "mlp"], f"{name}: factorial ablation at the ME layer",
+                                    me_info[name]["me_layer"], ratio_min), f"factorial_{name}")
     display(fac.groupby(["norm", "mlp"], sort=False).perplexity.first().round(3).to_frame())
 
 # %% [markdown]
@@ -178,28 +179,15 @@ for name, fac in frames["factorial"].groupby("model", sort=False):
 # %%
 # NBVAL_IGNORE_OUTPUT
 for name, rig in frames["rigidity"].groupby("model", sort=False):
-    plots.ratio_by_layer(rig, ["applied", "alpha", "mask_rate"], f"{name}: rigidity reduction (applied = -1: none)",
-                         me_info[name]["me_layer"], ratio_min).show()
+    plots.show(plots.ratio_by_layer(rig, ["applied", "alpha", "mask_rate"],
+                                    f"{name}: rigidity reduction (applied = -1: none)",
+                                    me_info[name]["me_layer"], ratio_min), f"rigidity_{name}")
     display(pd.DataFrame(findings[name]["rigidity"]).round(4))
-
-# %% [markdown]
-# ## What the numbers say
 
 # %%
 # NBVAL_CHECK_OUTPUT
-for name, f in findings.items():
-    r = f["perplexity_ratio"]
-    if {"zero", "mean"} <= set(r):
-        contrast = r["zero"] > 10 and r["mean"] < 1.5
-        print(f"{name}: zeroing multiplies B perplexity by {r['zero']:.3g}, the calibration mean by {r['mean']:.3g}: "
-              + ("the contrast the seeds report." if contrast else "NOT the contrast the seeds report."))
-    cells = f["ma_persists_in_factorial"]
-    stops = [c for c, persists in cells.items() if not persists]
-    print(f"{name}: the MA is stopped by " + (", ".join(stops) if stops else "no factorial cell") + " at the ME layer.")
-    rig = pd.DataFrame(f["rigidity"])
-    if len(rig):
-        at_me = rig[rig.at_me_layer]
-        vanish = at_me.ma_persists.eq(False).any()
-        print(f"{name}: rigidity reduction at the ME layer {'removes' if vanish else 'does not remove'} the MA downstream; "
-              f"|d perplexity| at the ME layer {at_me.d_perplexity.abs().max():.3g} vs controls "
-              f"{rig[~rig.at_me_layer].d_perplexity.abs().max():.3g}.")
+from IPython.display import Markdown
+
+from avalanche_nb import results
+
+Markdown(results.what_this_shows(run_dir, out, "06_massive"))

@@ -107,10 +107,11 @@ print(f"{len(failed)} failed fit(s)" + (": " + "; ".join(sorted(set(failed.reaso
 # %%
 # NBVAL_IGNORE_OUTPUT
 for name in specs:
-    plots.trajectory_fits(ratio, fits, name).show()
+    plots.show(plots.trajectory_fits(ratio, fits, name), f"trajectory_{name}")
 ma5_rows = fits[fits.fit == "ma5"]
-plots.fit_heatmap(ma5_rows, "t_peak", "peak step of the 5-parameter fit (Lambert W; blank: none / infinite)").show()
-plots.fit_heatmap(ma5_rows, "r2", "R² of the 5-parameter fit").show()
+plots.show(plots.fit_heatmap(ma5_rows, "t_peak",
+                             "peak step of the 5-parameter fit (Lambert W; blank: none / infinite)"), "fit_t_peak")
+plots.show(plots.fit_heatmap(ma5_rows, "r2", "R² of the 5-parameter fit"), "fit_r2")
 
 # %% [markdown]
 # ## Predicting the fitted parameters from architecture
@@ -124,3 +125,11 @@ artifacts.write(out, "predictors.parquet", pred)
 # %%
 # NBVAL_CHECK_OUTPUT
 print(pred[["target", "n_rows", "regressor", "conclusive", "note"]].to_string(index=False))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from IPython.display import Markdown
+
+from avalanche_nb import results
+
+Markdown(results.what_this_shows(run_dir, out, "07_training_dynamics"))

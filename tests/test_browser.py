@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from avalanche_nb import system
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -57,20 +59,10 @@ def _chromium() -> str:
         return found
     if os.environ.get("AVALANCHE_NB_SKIP_BROWSER") == "1" and not os.environ.get("CI"):
         pytest.skip("AVALANCHE_NB_SKIP_BROWSER=1 and no chromium installed")
-    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]):
-        try:
-            proc = subprocess.run(sudo + cmd, env=env, capture_output=True, text=True, timeout=900)
-        except (OSError, subprocess.TimeoutExpired) as err:
-            pytest.fail(f"could not install chromium ({' '.join(cmd)}): {err}")
-        if proc.returncode != 0:
-            pytest.fail(f"could not install chromium ({' '.join(sudo + cmd)}, exit {proc.returncode}):\n"
-                        f"{proc.stderr[-2000:]}")
-    found = shutil.which("chromium")
-    if not found:
-        pytest.fail("apt installed chromium but no `chromium` is on PATH")
-    return found
+    try:
+        return system.ensure("chromium", ("chromium",))
+    except system.SystemToolError as err:
+        pytest.fail(str(err))
 
 
 def _free_port() -> int:

@@ -83,7 +83,9 @@ def test_aic_prefers_ma5_on_its_own_data():
 
 
 def test_bad_series_fail_with_a_reason():
-    assert "need more than 5" in em.fit(T[:5], T[:5], "ma5").reason
+    # five parameters need three residual degrees of freedom: 7 checkpoints are refused, 8 are fitted
+    assert "need at least 8" in em.fit(T[:7], T[:7] ** 0.5, "ma5").reason
+    assert "need at least 8" not in em.fit(T[:8], T[:8] ** 0.5, "ma5").reason
     assert "constant series" in em.fit(T, np.full_like(T, 3.0), "ma5").reason
     bad = T.copy()
     bad[3] = np.nan
@@ -108,12 +110,12 @@ def test_fit_trajectories_marks_failures_and_reproduces_r2():
     traj = pd.concat([
         pd.DataFrame({"model": "m", "layer": 0, "step": t, "ratio": good}),
         pd.DataFrame({"model": "m", "layer": 1, "step": t, "ratio": 7.0}),
-        pd.DataFrame({"model": "m", "layer": 2, "step": t[:4], "ratio": [1.0, 2.0, 3.0, 4.0]})])
+        pd.DataFrame({"model": "m", "layer": 2, "step": t[:6], "ratio": [1.0, 2.0, 3.0, 4.0, 4.5, 4.8]})])
     fits = em.fit_trajectories(traj)
     ma5 = fits[fits.fit == "ma5"].set_index("layer")
     assert ma5.loc[0, "ok"] and ma5.loc[0, "r2"] > 0.99
     assert not ma5.loc[1, "ok"] and "constant" in ma5.loc[1, "reason"]
-    assert not ma5.loc[2, "ok"] and "need more than 5" in ma5.loc[2, "reason"]
+    assert not ma5.loc[2, "ok"] and "need at least 8" in ma5.loc[2, "reason"]
     assert fits.groupby("layer").chosen.sum().to_dict() == {0: 1, 1: 0, 2: 1}  # layer 2: a 2-3 parameter step still fits
     assert em.fit(t, good, "ma5").r2 == pytest.approx(ma5.loc[0, "r2"], rel=1e-12)
     with pytest.raises(ValueError, match="lack the column"):

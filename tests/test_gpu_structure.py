@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from avalanche_nb import nulls, phases, runner
+from avalanche_nb import figure_export, nulls, phases, runner
 from avalanche_nb import params as P
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +44,7 @@ def gpu_run(tmp_path_factory):
     path.write_text(yaml.safe_dump(params))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(nulls.CHUNK_ENV, str(CHUNK_MB))  # inherited by the papermill kernels
+        mp.setenv(figure_export.IMAGES_ENV, "0")  # CSV only: the smoke run checks the images
         return runner.run(path, out=tmp_path_factory.mktemp("runs"), run_id="gpu-structure"), P.load(path)
 
 

@@ -175,3 +175,64 @@ def test_empty_calibration_slice_fails(tiny):
     model, _, calib_tokens = tiny
     with pytest.raises(ValueError, match="no valid sites"):
         lat.calibrate(model, calib_tokens, np.zeros(calib_tokens.shape, bool), batch_size=8, progress=False)
+
+
+def brute_force_events(model, tokens, valid, cal, floor, g=1.0):
+    """(site, z) per layer: every |z| > floor at the valid sites, z in float32 as defined, flat row-major order."""
+    mu, scale = torch.tensor(cal.mu, dtype=torch.float32), torch.tensor(cal.sigma, dtype=torch.float32) + lat.EPS
+    with hooks.gain(model, g):
+        u = torch.from_numpy(full_tap(model, tokens, torch.float32))  # [N, T, L, d_ff]
+    z = ((u - mu) / scale).numpy()
+    N, T, L, _ = z.shape
+    out = []
+    for l in range(L):
+        keep = (np.abs(z[:, :, l]) > floor) & valid[:, :, None]
+        n, t, _ = np.nonzero(keep)
+        out.append((n * T + t, z[:, :, l][keep]))
+    return out
+
+
+@pytest.mark.parametrize("numpy_on_cpu", [True, False])  # the CPU path, and the torch path other devices take
+@pytest.mark.parametrize("floor", [1.0, 2.5, 1e-3, 0.0, -np.inf])
+@pytest.mark.parametrize("g", [0.5, 1.5])
+def test_events_equal_brute_force(tiny, floor, g, numpy_on_cpu, monkeypatch):
+    monkeypatch.setattr(lat._EventReducer, "NUMPY_ON_CPU", numpy_on_cpu)
+    model, tokens, calib_tokens = tiny
+    cal = lat.calibrate(model, calib_tokens, lat.valid_mask(*calib_tokens.shape, exclude_first_token=True),
+                        batch_size=8, progress=False)
+    valid = lat.valid_mask(*tokens.shape, exclude_first_token=True)
+    valid[2, 4:7] = False  # a ragged mask as well
+    ev = lat.collect_events(model, tokens, valid, cal, z_floor=floor, reference_tau=2.5, batch_size=2, progress=False,
+                            g=g)
+    for l, (site, z) in enumerate(brute_force_events(model, tokens, valid, cal, floor, g)):
+        np.testing.assert_array_equal(ev.site[l], site)
+        np.testing.assert_array_equal(ev.z[l].view(np.uint32), z.view(np.uint32))  # bit-identical
+    # reference counts at reference_tau against brute force (floor -inf holds every value)
+    if floor == -np.inf:
+        ref_pos = [(ev.z[l] > 2.5).sum() for l in range(ev.n_layers)]
+        ref_abs = [(np.abs(ev.z[l]) > 2.5).sum() for l in range(ev.n_layers)]
+        np.testing.assert_array_equal(ev.ref_count_pos, ref_pos)
+        np.testing.assert_array_equal(ev.ref_count_abs, ref_abs)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("floor", [4.0, 0.0])
+@pytest.mark.parametrize("site", [(1, 5, 3), (0, 0, 7)])  # a valid site, and the excluded first token
+@pytest.mark.parametrize("numpy_on_cpu", [True, False])
+def test_non_finite_taps_fail_closed_in_collect_events(tiny, bad, floor, site, numpy_on_cpu, monkeypatch):
+    monkeypatch.setattr(lat._EventReducer, "NUMPY_ON_CPU", numpy_on_cpu)
+    model, tokens, calib_tokens = tiny
+    cal = lat.calibrate(model, calib_tokens, lat.valid_mask(*calib_tokens.shape, exclude_first_token=True),
+                        batch_size=8, progress=False)
+    valid = lat.valid_mask(*tokens.shape, exclude_first_token=True)
+
+    def poison(layer, u):
+        u = u.clone()
+        u[site] = bad
+        return u
+
+    with hooks.attach(model, hooks.Hook("mlp.tap", poison, layers=[1])):
+        with pytest.raises(hooks.NonFiniteActivationError, match="layer 1"):
+            lat.collect_events(model, tokens, valid, cal, z_floor=floor, reference_tau=None, batch_size=2,
+                               progress=False)
+    assert hooks.hook_count(model) == 0

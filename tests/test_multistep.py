@@ -71,3 +71,56 @@ def test_mr_branching_import_leaves_tqdm_enabled():
     multistep._mrestimator()  # importing mrestimator patches tqdm to disable=True; undone here
     with tqdm.tqdm(range(3), file=io.StringIO()) as bar:
         assert bar.disable is False
+
+
+# ----------------------------------------------------------------------------- against mrestimator itself
+
+
+def _mr_cases():
+    """Series of many kinds: branching processes, Poisson and sparse binary counts, random walks, constant
+    and short trials, one 1-D series, with several k_max."""
+    rng = np.random.default_rng(70)
+    out = []
+    for i in range(60):
+        n, t = int(rng.integers(1, 17)), int(rng.integers(8, 160))
+        kind = i % 5
+        if kind == 0:
+            s = branching_counts(int(rng.integers(1000)), rng.uniform(0.3, 0.98), 2.0, n, t, burn=20)
+        elif kind == 1:
+            s = rng.poisson(rng.uniform(0.05, 5), (n, t)).astype(float)
+        elif kind == 2:
+            s = (rng.random((n, t)) < rng.uniform(0.01, 0.3)).astype(float)
+        elif kind == 3:
+            s = rng.normal(size=(n, t)).cumsum(1)
+        else:
+            s = rng.poisson(1.0, t).astype(float)  # one trial, 1-D
+        if kind != 4 and i % 3 == 0:
+            s[: max(1, n // 3)] = 2.0  # constant trials, dropped
+        out.append((s, int(rng.integers(3, 30))))
+    return out
+
+
+def test_mr_branching_equals_mrestimator_bit_for_bit():
+    """The numpy / leastsq estimate is mrestimator's (coefficients "ts", fit "exponential"), to the last bit,
+    reasons included."""
+    for s, k_max in _mr_cases():
+        fast, ref = multistep.mr_branching(s, k_max=k_max), multistep.mr_branching_mrestimator(s, k_max=k_max)
+        assert fast.keys() == ref.keys()
+        assert all(fast[k] == ref[k] or (isinstance(ref[k], float) and np.isnan(fast[k]) and np.isnan(ref[k]))
+                   for k in ref), (fast, ref)
+
+
+def test_mr_branching_many_equals_one_series_at_a_time():
+    """Stacking series (e.g. every layer of a lattice, some degenerate) changes no number."""
+    rng = np.random.default_rng(71)
+    lattice = rng.poisson(rng.uniform(0.1, 3, 12), (8, 100, 12)).astype(float)
+    lattice[:, :, 3] = 0.0  # a silent layer: constant
+    lattice[:2, :, 5] = 1.0  # two constant trials
+    series = [lattice[:, :, l] for l in range(12)] + [np.ones((3, 5)), lattice[:, :40, 0]]
+    many = multistep.mr_branching_many(series)
+    for s, out in zip(series, many):
+        one = multistep.mr_branching(s)
+        assert out.keys() == one.keys()
+        assert all(out[k] == one[k] or (isinstance(one[k], float) and np.isnan(out[k]) and np.isnan(one[k]))
+                   for k in one)
+    assert many[3]["reason"] and many[12]["reason"] and many[5]["n_trials"] == 6

@@ -170,9 +170,11 @@ def test_n1_draws_each_subset_equally_often(padded):
 
 
 def coarse_keys(monkeypatch, redraws: Counter | None = None) -> None:
-    """Make the 16-bit keys coarse (0, 1 or 2), so most rows tie at their boundary and are redrawn; with
-    ``redraws``, count each draw's 32-bit redraw calls there and make its first one coarse too."""
-    real = nulls._random_bits
+    """Make the 16-bit keys coarse (0, 1 or 2), so most rows tie at their boundary and are redrawn (n3's pooled
+    keys too); with ``redraws``, count each draw's 32-bit redraw calls there and make its first one coarse too."""
+    real, real_pool, real16 = nulls._random_bits, nulls._pool_keys16, nulls._random_bits16
+    monkeypatch.setattr(nulls, "_pool_keys16", lambda pool, shape: real_pool(pool, shape) % 3)  # n3's trades
+    monkeypatch.setattr(nulls, "_random_bits16", lambda rngs, shape: real16(rngs, shape) % 3)  # n1, unpadded
 
     def coarse(rngs, shape, bits):
         keys = real(rngs, shape, bits)
@@ -357,6 +359,146 @@ def test_null_branching_does_not_depend_on_the_chunk_size():
     assert all(math.isfinite(ref[null][d]["mean"]) for null in nulls.NULLS for d in nulls.NULL_DIRECTIONS)
     for chunk in (1, 7, 17, None):
         assert same(nulls.null_branching(X, valid, null_draws=K, seed=1, chunk=chunk, trades=4), ref), chunk
+
+
+# ----------------------------------------------------------------------------- fast paths against their references
+
+
+def random_case(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(X, valid) of a random size, mask kind (shared or not, contiguous or not) and density."""
+    n, t, l = int(rng.integers(1, 5)), int(rng.integers(1, 20)), int(rng.integers(1, 7))
+    valid = mask(["all", "first", "ragged", "random"][int(rng.integers(4))], n, t, rng)
+    return (rng.random((n, t, l)) < rng.uniform(0, 1)) & valid[:, :, None], valid
+
+
+@pytest.mark.parametrize("coarse, pool_bytes", [(False, None), (False, 8), (True, None), (True, 8)])
+def test_n3_equals_the_per_trade_reference(coarse, pool_bytes, monkeypatch):
+    """``_n3`` (random numbers pooled ahead, keys sorted as uint16, rearranged trades) gives the same draws,
+    bit for bit, as ``_n3_reference`` (``_trade`` per trade, numbers drawn per trade): coarse keys send most
+    rows through the 32-bit redraws, and an 8-byte pool refills at every trade (redraws past its end)."""
+    if coarse:
+        coarse_keys(monkeypatch)
+    if pool_bytes is not None:
+        monkeypatch.setattr(nulls, "_POOL_BYTES", pool_bytes)
+    rng = np.random.default_rng(20 + 2 * coarse + (pool_bytes is not None))
+    for _ in range(30):
+        X, valid = random_case(rng)
+        k, trades, seed = int(rng.integers(1, 9)), int(rng.integers(0, 40)), int(rng.integers(0, 2**32))
+        C = nulls._compress(X, nulls._layout(valid))
+        fast = nulls._n3(C, nulls._draw_rngs("n3", 0, k, seed), trades)
+        ref = nulls._n3_reference(C, nulls._draw_rngs("n3", 0, k, seed), trades)
+        assert np.array_equal(fast, ref), (X.shape, k, trades, seed)
+
+
+def test_n3_equals_the_reference_at_the_sweep_size():
+    X, valid = iid((16, 128, 30), 0.4, 21)  # the default lattice: 307 trades, ~3 tied rows per trade
+    C = nulls._compress(X, nulls._layout(valid))
+    fast = nulls._n3(C, nulls._draw_rngs("n3", 0, 8, 5), nulls.default_trades(30))
+    assert np.array_equal(fast, nulls._n3_reference(C, nulls._draw_rngs("n3", 0, 8, 5), nulls.default_trades(30)))
+
+
+def test_packed_subset_equals_random_subset():
+    """One step of both, from the same streams: the same subset (packed rows, uint16 sort with clamped
+    forbidden keys vs 17-bit keys), including rows with nothing to pick, nothing allowed, everything
+    allowed, and coarse keys (0xFFFF boundaries, ties)."""
+    rng = np.random.default_rng(22)
+    for k, N, M in [(3, 4, 5), (5, 2, 130), (2, 7, 2), (4, 3, 64), (6, 5, 63)]:
+        for coarse in (False, True):
+            allowed = rng.random((k * N, M)) < rng.uniform(0, 1, (k * N, 1))
+            allowed[0] = False
+            allowed[-1] = True
+            n_allowed = allowed.sum(1)
+            n_pick = rng.integers(0, n_allowed + 1)
+            seed = int(rng.integers(0, 2**32))
+            Mp = 64 * (M // 64 + 1)
+            padded = np.zeros((k * N, Mp), bool)
+            padded[:, :M] = allowed
+            pool = nulls._RawPool(nulls._draw_rngs("n3", 0, k, seed), -(-N * M // 4), 3)
+            if coarse:  # keys 0xFFFE / 0xFFFF: boundaries at 0xFFFF, and ties
+                real = pool.take
+                pool.take = lambda: np.bitwise_or(real(), np.uint64(0xFFFEFFFEFFFEFFFE))
+            fast = nulls._unpack(nulls._packed_subset(n_pick, n_allowed, nulls._pack(padded), pool,
+                                                      nulls._TradeWork(k, N, M, Mp)))
+            rngs = nulls._draw_rngs("n3", 0, k, seed)
+            if coarse:
+                rngs = [CoarseRaw(r) for r in rngs]
+            ref = nulls._random_subset(n_pick.reshape(k, N), M, allowed.reshape(k, N, M), rngs)
+            assert np.array_equal(fast[:, :M], ref.reshape(k * N, M)) and not fast[:, M:].any()
+            assert (fast.sum(1) == n_pick).all() and not (fast[:, :M] & ~allowed).any()
+
+
+class CoarseRaw:
+    """A generator whose first raw outputs (the 16-bit keys of one step) have every key 0xFFFE or 0xFFFF."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.bit_generator, self.first = self, True
+        self._bitgen = rng.bit_generator
+
+    def random_raw(self, n: int) -> np.ndarray:
+        out = self._bitgen.random_raw(n)
+        if self.first:
+            self.first = False
+            return np.bitwise_or(out, np.uint64(0xFFFEFFFEFFFEFFFE))
+        return out
+
+
+@pytest.mark.parametrize("coarse", [False, True])
+def test_random_subset_all_equals_random_subset(coarse, monkeypatch):
+    """n1's path for unpadded rows (uint16 keys) picks the same subsets as ``_random_subset`` with nothing
+    forbidden (coarse keys: most rows through the 32-bit redraws)."""
+    if coarse:
+        coarse_keys(monkeypatch)
+    rng = np.random.default_rng(24)
+    for k, R, M in [(3, 5, 7), (6, 40, 127), (2, 3, 1), (4, 9, 300)]:
+        n_pick = rng.integers(0, M + 1, (k, R))
+        seed = int(rng.integers(0, 2**32))
+        fast = nulls._random_subset_all(n_pick, M, nulls._draw_rngs("n1", 0, k, seed))
+        ref = nulls._random_subset(n_pick, M, None, nulls._draw_rngs("n1", 0, k, seed))
+        assert np.array_equal(fast, ref) and (fast.sum(2) == n_pick).all()
+
+
+def test_raw_pool_hands_out_each_stream_in_order():
+    """However ``take`` and ``take_one`` interleave, draw d gets its generator's raw outputs in order."""
+    rngs = nulls._draw_rngs("n3", 0, 3, 7)
+    pool = nulls._RawPool(rngs, 5, 2)
+    got = [[], [], []]
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        if rng.random() < 0.5:
+            for d, row in enumerate(pool.take()):
+                got[d].extend(row.tolist())
+        else:
+            d = int(rng.integers(3))
+            got[d].extend(pool.take_one(d, int(rng.integers(1, 14))).tolist())
+    for d, values in enumerate(got):
+        expected = nulls._draw_rngs("n3", 0, 3, 7)[d].bit_generator.random_raw(len(values))
+        assert values == expected.tolist()
+
+
+@PROPERTY
+@given(lattices(), st.sampled_from(nulls.NULLS), seeds)
+def test_branching_of_compressed_draws_equals_branching_batch_of_draws(lattice, null, seed):
+    """``null_branching`` reads the ratios off the compressed draws (a shared contiguous mask) or expands
+    them first (any other): the same numbers as ``branching_batch(draws(...))``."""
+    X, valid = lattice
+    C, lay = nulls._compressed_draws(X, valid, null, 3, seed, 0, None)
+    fast = nulls._branching_compressed(C, lay, X.shape[1])
+    ref = nulls.branching_batch(nulls.draws(X, valid, null, 3, seed=seed))
+    assert fast.keys() == ref.keys()
+    assert all(np.array_equal(fast[d], ref[d], equal_nan=True) for d in ref)
+
+
+def test_null_branching_reads_the_real_masks_off_the_compressed_draws():
+    X, valid = iid((3, 20, 5), 0.3, 23)
+    assert isinstance(nulls._layout(valid).shared, slice)  # the sweep's mask: the fast reading
+    X[:, -1] = False
+    valid[:, -1] = False  # the run no longer reaches the last token
+    for v in (valid, np.ones_like(valid)):
+        Xv = X & v[:, :, None]
+        out = nulls.null_branching(Xv, v, null_draws=6, seed=3, trades=5)
+        for null in nulls.NULLS:
+            b = nulls.branching_batch(nulls.draws(Xv, v, null, 6, seed=3, **({"trades": 5} if null == "n3" else {})))
+            assert same(out[null], {d: nulls._summary(out["observed"][d], b[d]) for d in nulls.NULL_DIRECTIONS})
 
 
 # ----------------------------------------------------------------------------- bad and degenerate input

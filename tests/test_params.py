@@ -63,7 +63,6 @@ def test_params_file_errors_name_the_file(tmp_path):
     ({"train_checkpoint_every": 50, "train_steps": 20, "train_warmup": 5}, "train_checkpoint_every=50 exceeds"),
     ({"train_tokens": 600, "train_window": 64}, "too few for train_probe_sequences"),
     ({"window": 8, "ma_top_k": 10}, "shorter than ma_top_k"),
-    ({"n_heatmaps": 5, "n_sequences": 4}, "n_heatmaps=5 exceeds n_sequences=4"),
 ])
 def test_cross_key_constraints_are_refused(changes, msg):
     with pytest.raises(P.ParamsError, match=msg):

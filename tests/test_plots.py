@@ -1,7 +1,10 @@
-"""The shared figures carry the numbers they claim to show."""
+"""The shared figures carry the numbers they claim to show, and plots.show exports each one into the
+phase folder: its data as CSV, and SVG + PNG where Chromium runs."""
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
+import pytest
 from scipy.special import zeta
 
 from avalanche_nb import plots
@@ -39,3 +42,6 @@ def test_lattice_hover_shows_token_text_not_numpy_reprs():
     hover = plots.lattice_hover(counts, text, labels=np.array([[0, 1], [2, 0]]))
     assert hover[1][0] == "t=0 '·during'<br>layer 1<br>spikes 2<br>avalanche 1"
     assert not any("np.str_" in cell for row in hover for cell in row)
+
+
+# -- plots.show: displayed, and exported into the phase folder's figures/ ------------------------------

@@ -23,7 +23,7 @@ def tree(path: Path) -> dict:
 def test_run_writes_verified_phases_and_refuses_an_existing_run(tmp_path, notebooks):
     out = tmp_path / "runs"
     run_dir = runner.run(params_file(tmp_path, 1), out=out, run_id="r1", notebooks=notebooks)
-    assert sorted(p.name for p in run_dir.iterdir()) == [*phases.names(), "params.yaml", "plotly.min.js"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [*phases.names(), "SUMMARY.md", "logs", "params.yaml", "plotly.min.js"]
     assert runner.verify(run_dir) == []
     m = provenance.read_manifest(run_dir / "01_event_lattice")
     assert m["params"]["seed"] == 1 and "timings" in m
@@ -87,7 +87,7 @@ def test_resume_alone_runs_what_the_run_lacks_under_the_same_params(tmp_path, no
     with pytest.raises(provenance.RunExistsError, match="has finished 00_data_and_model"):
         runner.run(params_file(tmp_path, 1), phases="00,01", out=out, run_id="r", notebooks=notebooks, resume=True)
     runner.run(params_file(tmp_path, 1), out=out, run_id="r", notebooks=notebooks, resume=True)
-    assert sorted(p.name for p in run_dir.iterdir()) == [*phases.names(), "params.yaml", "plotly.min.js"]  # stale staging gone
+    assert sorted(p.name for p in run_dir.iterdir()) == [*phases.names(), "SUMMARY.md", "logs", "params.yaml", "plotly.min.js"]  # stale staging gone
     assert tree(run_dir / "00_data_and_model") == first
     assert runner.verify(run_dir) == []
     with pytest.raises(provenance.RunExistsError, match="finished every phase"):

@@ -2,9 +2,10 @@
 
 Checks the artifact contracts (every artifact against its schema in the phase registry), that
 manifests verify, that numbers are reproduced by independent computations (labelling, nulls, ARC
-scoring, perplexity, hidden-state scans, refits), that a second run of the same params is identical
-artifact for artifact, that the executed notebooks render cleanly and stay small, and (nbval) that
-re-executing them reproduces their checked outputs exactly.
+scoring, perplexity, hidden-state scans, refits), that computing every phase again gives identical
+artifacts, that every figure shown is exported beside its notebook, that the executed
+notebooks render cleanly and stay small, and (nbval) that re-executing them reproduces their checked
+outputs exactly.
 """
 
 import json
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from avalanche_nb import artifacts, gain_stack, phases, provenance, runner
+from avalanche_nb import artifacts, figure_export, gain_stack, phases, provenance, runner
 from flood_fill import NEIGHBOURS, flood_fill_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,12 +27,13 @@ pytestmark = pytest.mark.slow
 
 def test_every_phase_finished_and_verifies(run_dir):
     folders = [p.name for p in sorted(run_dir.iterdir()) if p.is_dir()]
-    assert [f for f in folders if f != gain_stack.EXPORT_FOLDER] == list(phases.names())  # the explorer may export
+    # the explorer may export; logs/ holds the kernels' output
+    assert [f for f in folders if f not in (gain_stack.EXPORT_FOLDER, runner.LOGS)] == list(phases.names())
     assert runner.verify(run_dir) == []
     for phase in phases.names():
         m = provenance.read_manifest(run_dir / phase)
         assert f"{phase}.ipynb" in m["artifacts"] and m["params"]["n_sequences"] == 4
-    assert "00_data_and_model/slices.json" in provenance.read_manifest(run_dir / "01_event_lattice")["inputs"]
+    assert "00_data_and_model/slices.npz" in provenance.read_manifest(run_dir / "01_event_lattice")["inputs"]
 
 
 def test_lattice_contract(run_dir):
@@ -76,22 +78,48 @@ def test_summary_contract(run_dir):
             assert s["b_tot"] == pytest.approx(s["b_time"] + s["b_depth"])
 
 
-def test_nbval_reproduces_the_checked_outputs(run_dir, tmp_path):
+@pytest.fixture(scope="module")
+def rerun(run_dir, tmp_path_factory):
+    """nbval's re-execution of every executed notebook of the run (and of the explorer on it): the
+    subprocess's result and the scratch folder the re-executed phases wrote their artifacts to."""
     import papermill
 
+    tmp = tmp_path_factory.mktemp("nbval")
     notebooks = [str(run_dir / phase / f"{phase}.ipynb") for phase in phases.names()]
     # the explorer is not a phase: executed here on the smoke run, then checked like the phases
-    explore = tmp_path / "explore.ipynb"
+    explore = tmp / "explore.ipynb"
     papermill.execute_notebook(str(ROOT / "notebooks" / "explore.ipynb"), str(explore), kernel_name=runner.KERNEL,
                                parameters={"run_dir": str(run_dir)}, progress_bar=False)
     notebooks.append(str(explore))
-    env = os.environ | {provenance.SCRATCH_ENV: str(tmp_path / "scratch")}
+    # re-executed into a scratch folder; CSV-only figures there (the run's own images are checked below)
+    scratch = tmp / "scratch"
+    env = os.environ | {provenance.SCRATCH_ENV: str(scratch), figure_export.IMAGES_ENV: "0"}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
          "-o", "addopts=", "-q", *notebooks],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    return proc, scratch
+
+
+def test_nbval_reproduces_the_checked_outputs(rerun):
+    proc, _ = rerun
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and " failed" not in proc.stdout
+
+
+def test_a_second_run_of_the_same_params_is_identical_artifact_for_artifact(run_dir, rerun):
+    """Every phase computed again (nbval's re-execution, on the same inputs, into scratch folders):
+    every declared artifact and facts.json have the bytes the run's manifest hashed. The notebooks and
+    their exported figures are views (an SVG may carry random element ids) and are not compared. Each
+    phase reading the same hashed inputs, phase-by-phase identity is the whole run's identity."""
+    _, scratch = rerun
+    for phase in phases.names():
+        hashed = provenance.read_manifest(run_dir / phase)["artifacts"]
+        compared = [x.name for x in phases.get(phase).writes] + [provenance.FACTS]
+        again = {n: provenance.sha256_file(scratch / phase / n) if (scratch / phase / n).exists() else None
+                 for n in compared}
+        assert again == {n: hashed.get(n) for n in compared}, phase
+        assert all(again[x.name] for x in phases.get(phase).writes), phase
 
 
 SWEEP_COLUMNS = ["ablation", "g", "target_rate", "spike_def", "threshold_mode", "rate_mean", "rate_max_rel_err",
@@ -329,13 +357,31 @@ def test_every_artifact_matches_its_schema(run_dir):
             artifacts.validate(a.name, artifacts.read(run_dir, a.name))
 
 
-def test_a_second_run_of_the_same_params_is_identical_artifact_for_artifact(run_dir, tmp_path):
-    """00-03 again into another folder: every artifact (the notebooks aside) has the same bytes."""
-    twin = runner.run(run_dir / "params.yaml", phases="00,01,02,03", out=tmp_path, run_id="twin")
-    for phase in ("00_data_and_model", "01_event_lattice", "02_avalanches", "03_gain_sweep"):
-        a, b = (provenance.read_manifest(d / phase)["artifacts"] for d in (run_dir, twin))
-        a.pop(f"{phase}.ipynb"), b.pop(f"{phase}.ipynb")
-        assert a == b, phase
+def test_every_figure_a_phase_shows_is_exported_beside_its_notebook(run_dir):
+    """figures/<name>.csv for each figure the executed notebook shows (names unique per notebook), with
+    .svg and .png where Chromium runs; all hashed into the manifest. 00 shows no figure."""
+    import nbformat
+
+    from avalanche_nb import system
+
+    images = system.browser() is not None
+    for phase in phases.names():
+        nb = nbformat.read(run_dir / phase / f"{phase}.ipynb", as_version=4)
+        n_shown = sum("application/vnd.plotly.v1+json" in o.get("data", {})
+                      for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+        folder = run_dir / phase / figure_export.FIGURES
+        if phase == "00_data_and_model":
+            assert n_shown == 0 and not folder.exists()
+            continue
+        csvs = sorted(folder.glob("*.csv"))
+        assert n_shown >= 1 and len(csvs) == n_shown, (phase, n_shown, [c.name for c in csvs])
+        for csv in csvs:
+            cols = list(pd.read_csv(csv).columns)  # tidy (x, y, ...) or a heatmap's matrix ("layer \\ head", ...)
+            assert {"x", "y"} <= set(cols) or any(" \\ " in c for c in cols[:2]), (csv, cols)
+            for ext in (".svg", ".png"):
+                assert csv.with_suffix(ext).is_file() == images, (csv, ext)
+        hashed = provenance.read_manifest(run_dir / phase)["artifacts"]
+        assert {str(f.relative_to(run_dir / phase)) for f in folder.iterdir()} <= set(hashed), phase
 
 
 def test_the_executed_notebooks_render_cleanly_and_stay_small(run_dir, tmp_path):

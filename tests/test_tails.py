@@ -189,6 +189,61 @@ def test_replica_cases_reach_the_branches_they_name():
                             verbose=0).noise_flag
 
 
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k] == b[k] or (isinstance(a[k], float) and np.isnan(a[k]) and np.isnan(b[k]))
+                                        for k in a)
+
+
+def _scan_cases():
+    """The replica cases, avalanche-like sizes (power law with a cutoff, as on a finite lattice), geometric
+    durations and a few windows."""
+    rng = np.random.default_rng(19)
+    cases = {name: case for name, case in _replica_cases().items()}
+    for i in range(6):
+        s = power_law(40 + i, rng.uniform(1.4, 2.6), 1, 3000)
+        cases[f"cutoff {i}"] = (s[rng.random(s.size) < np.exp(-s / rng.uniform(30, 1000))], ALPHA_RANGE, None, None)
+    cases["geometric durations"] = (rng.geometric(0.15, 2500), ALPHA_RANGE, None, None)
+    cases["cutoff, window"] = (cases["cutoff 0"][0], ALPHA_RANGE, 2.0, 30.0)
+    return cases
+
+
+@pytest.mark.parametrize("name", list(_scan_cases()))
+def test_fit_power_law_equals_the_whole_powerlaw_scan(name):
+    """The pruned xmin scan (replica ranks the candidates, powerlaw fits those that can win) gives
+    ``powerlaw.Fit``'s numbers to the last bit, likelihood ratios and reasons included (the
+    edge case falls back to the whole scan)."""
+    x, alpha_range, xmin_min, xmin_max = _scan_cases()[name]
+    kw = dict(alpha_range=alpha_range, xmin_min=xmin_min, xmin_max=xmin_max)
+    assert _same(tails.fit_power_law(x, **kw), tails._fit_with_powerlaw(x, **kw))
+    no_ratios = tails.fit_power_law(x, compare=False, **kw)
+    assert _same({k: v for k, v in no_ratios.items() if not k.startswith(("lr_", "p_"))},
+                 {k: v for k, v in tails._fit_with_powerlaw(x, **kw).items() if not k.startswith(("lr_", "p_"))})
+    assert all(np.isnan(no_ratios[k]) for k in ("lr_lognormal", "p_lognormal", "lr_exponential", "p_exponential"))
+
+
+def test_replica_equals_powerlaw_on_every_candidate():
+    """What the pruned scan leans on: the replica's alpha, validity and KS of *every* xmin candidate equal
+    powerlaw's own scan to the last bit (not only at the chosen xmin)."""
+    for name in ("power law", "lognormal integers", "xmin >= 10, steep (Nelder-Mead)", "cutoff 1"):
+        x, alpha_range, _, _ = _scan_cases()[name]
+        x = np.sort(np.asarray(x, float))
+        b = tails._Batch([x], None, None)
+        with np.errstate(all="ignore"):
+            alpha, valid = tails._fit_alphas(b, *alpha_range)
+            ks = tails._ks(b, np.arange(alpha.size), alpha, (alpha > alpha_range[0]) & (alpha < alpha_range[1]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = powerlaw.Fit(x, discrete=True, parameter_ranges={"alpha": alpha_range}, verbose=0).xmin_fitting_results
+        assert np.array_equal(b.xmin, ref["xmins"]) and np.array_equal(valid, ref["valid_fits"]), name
+        assert np.array_equal(alpha, ref["alphas"]) and np.array_equal(ks, ref["distances"]), name
+
+
+def test_scan_falls_back_when_it_cannot_vouch_for_the_winner():
+    x, alpha_range, _, _ = _replica_cases()["all fits at the edge"]
+    assert tails._scan_xmin(np.sort(x.astype(float)), alpha_range, None, None) is None  # no valid candidate
+    assert tails._scan_xmin(np.array([1.0, 2, 3]), ALPHA_RANGE, None, None) is None  # one candidate
+
+
 def test_fast_discrete_fit_agrees_with_fit_power_law():
     x = np.ceil(np.random.default_rng(18).lognormal(1.5, 1.0, 800))
     slow = tails.fit_power_law(x, alpha_range=ALPHA_RANGE, xmin_max=8)

@@ -1,0 +1,145 @@
+"""Claims follow the data: fabricated artifacts force each outcome of every data-dependent sentence."""
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from avalanche_nb import results
+
+MODELS = ["m1", "m2"]
+
+
+def reader(objs: dict):
+    return lambda name: objs[name]
+
+
+def claims(phase: str, objs: dict) -> dict:
+    return results.collect_phase(phase, reader(objs), MODELS).claims
+
+
+# --------------------------------------------------------------------------- 04: g*, perplexity, ARC
+
+
+def gstar_artifacts(outcome="interior", gstar=0.6, p_easy=1e-5, easy=(0.52, 0.34), chal=(0.23, 0.25), p_chal=0.6):
+    gs = {"gstar": gstar, "outcome": outcome, "gstar_limits": [0.1, 3.0], "rule": "chi_perc_max"}
+    tr = pd.DataFrame({"g": [0.6, 1.0, 1.2], "perplexity": [36.0, 29.4, 47.1]})
+    rows = []
+    for subset, (a1, a2) in (("ARC-Easy", easy), ("ARC-Challenge", chal)):
+        for g, a in sorted({1.0: a1, gstar: a2}.items()):
+            rows.append({"subset": subset, "g": g, "n": 100, "acc": a, "acc_lo": a - 0.05, "acc_hi": a + 0.05,
+                         "acc_norm": a, "acc_norm_lo": a - .05, "acc_norm_hi": a + .05, "chance": 0.25})
+    test = lambda p: {"acc": {"p_exact": p, "n01": 30, "n10": 10}, "acc_norm": {"p_exact": p, "n01": 1, "n10": 1}}
+    summ = {"gstar": gstar, "full": rows, "grid": rows, "mcnemar": {"ARC-Easy": test(p_easy), "ARC-Challenge": test(p_chal)}}
+    return {"gstar.json": gs, "transfer.parquet": tr, "arc_summary.json": summ}
+
+
+def test_gstar_outcome_and_arc_verdicts_follow_the_data():
+    c = claims("04_gstar", gstar_artifacts())
+    assert c["GstarOutcome"].outcome == "interior" and "interior optimum" in c["GstarOutcome"].markdown
+    assert c["ArcEasy"].outcome == "gone_better"
+    assert c["ArcEasy"].markdown.startswith("g = 1 beats g* on ARC-Easy (acc 0.520 vs 0.340")
+    assert c["ArcChallenge"].outcome == "no_difference" and "do not differ significantly" in c["ArcChallenge"].markdown
+    assert c["PerplexityB"].outcome == "gone_best"
+    # the opposite outcomes
+    c = claims("04_gstar", gstar_artifacts(outcome="limit", easy=(0.30, 0.45), p_easy=1e-3))
+    assert c["GstarOutcome"].outcome == "limit" and "limit of the search" in c["GstarOutcome"].markdown
+    assert "\\GstarLimitLow" in c["GstarOutcome"].latex
+    assert c["ArcEasy"].outcome == "gstar_better" and c["ArcEasy"].markdown.startswith("g* beats g = 1 on ARC-Easy")
+    objs = gstar_artifacts()
+    objs["transfer.parquet"] = pd.DataFrame({"g": [0.6, 1.0, 1.2], "perplexity": [20.0, 29.4, 47.1]})
+    assert claims("04_gstar", objs)["PerplexityB"].outcome == "other_best"
+    assert claims("04_gstar", gstar_artifacts(gstar=1.0))["ArcEasy"].outcome == "same_gain"
+
+
+# --------------------------------------------------------------------------- 03: nulls, rate, tails
+
+
+def sweep_rows(z=(5.0, 4.0, 3.0), p_value=0.5, fold=1.3):
+    rows = []
+    for mode in ("fixed", "rate_matched"):
+        for g in (0.5, 1.0, 1.5):
+            rate = 1e-3 * (1 + (fold - 1) * (g - 0.5)) if mode == "fixed" else 1e-3
+            rows.append({"ablation": "all", "target_rate": 1e-3, "spike_def": "pos", "threshold_mode": mode, "g": g,
+                         "rate_mean": rate, "rate_max_rel_err": 0.001, "z_tot_n1": z[0], "z_tot_n2": z[1],
+                         "z_tot_n3": z[2], "delta_b_tot_n1": 0.1, "delta_b_tot_n3": 0.05, "alpha": 2.1,
+                         "p_value": p_value, "lr_lognormal": -0.5})
+    return {"sweep.parquet": pd.DataFrame(rows)}
+
+
+@pytest.mark.parametrize("z,outcome", [((5, 4, 3), "all"), ((5, 1, 0.5), "some"), ((1, 0.5, -1), "none")])
+def test_delta_b_claim_follows_the_z_scores(z, outcome):
+    c = claims("03_gain_sweep", sweep_rows(z=z))["DeltaBNulls"]
+    assert c.outcome == outcome
+    assert ("marginal rates explain the connectivity" in c.markdown) == (outcome == "none")
+
+
+@pytest.mark.parametrize("p,outcome", [(0.5, "plausible"), (0.01, "rejected"), (np.nan, "untested")])
+def test_tail_claim_follows_the_bootstrap_p(p, outcome):
+    c = claims("03_gain_sweep", sweep_rows(p_value=p))["TailFit"]
+    assert c.outcome == outcome and "criticality" in c.markdown if outcome == "plausible" else c.outcome == outcome
+
+
+def test_rate_claim_says_whether_the_rate_moves():
+    assert claims("03_gain_sweep", sweep_rows(fold=2.0))["RateMoves"].outcome == "moves"
+    assert claims("03_gain_sweep", sweep_rows(fold=1.01))["RateMoves"].outcome == "flat"
+
+
+# --------------------------------------------------------------------------- 06, 07, 05
+
+
+def massive_artifacts(zero=1.6e5, mean=1.004, persists=None, rig_persists=True, found=True):
+    persists = persists or {"norm=as_is, mlp=as_is": True, "norm=as_is, mlp=removed": False,
+                            "norm=mean, mlp=as_is": True, "norm=mean, mlp=removed": False}
+    rec = {"found": found, "me_layer": 11 if found else None}
+    me = {"criterion": "sun", "models": {"m1": rec}}
+    findings = {"m1": {"perplexity_ratio": {"none": 1.0, "zero": zero, "mean": mean},
+                       "ma_persists_in_factorial": persists,
+                       "rigidity": [{"at_me_layer": True, "ma_persists": rig_persists}]}} if found else {}
+    return {"me_layer.json": me, "findings.json": findings}
+
+
+def test_massive_claims_follow_the_edits():
+    c = claims("06_massive", massive_artifacts())
+    assert c["MAContrastRun"].outcome == "contrast" and c["MAFactorialRun"].outcome == "mlp"
+    assert "removing the ME layer's MLP output at the MA token stops the MA" in c["MAFactorialRun"].markdown
+    assert c["MARigidityRun"].outcome == "keeps" and "does not remove" in c["MARigidityRun"].markdown
+    c = claims("06_massive", massive_artifacts(zero=1.2, mean=1.0, rig_persists=False,
+                                               persists={"norm=as_is, mlp=as_is": True, "norm=mean, mlp=as_is": False}))
+    assert c["MAContrastRun"].outcome == "no_contrast" and c["MAFactorialRun"].outcome == "other"
+    assert c["MARigidityRun"].outcome == "removes"
+    none = claims("06_massive", massive_artifacts(persists={"a": True}))
+    assert none["MAFactorialRun"].outcome == "none"
+    absent = claims("06_massive", massive_artifacts(found=False))
+    assert {absent[k].outcome for k in ("MAContrastRun", "MAFactorialRun", "MARigidityRun")} == {"none"}
+
+
+def trajectories(peak):
+    rows = [{"model": "2x64", "layer": 0, "step": s, "stat": "ratio", "mean": v} for s, v in ((0, 4.0), (10, peak))]
+    fits = pd.DataFrame({"model": "2x64", "layer": [0, 0], "fit": ["ma5", "step1"], "chosen": [True, False]})
+    return {"trajectories.parquet": pd.DataFrame(rows), "fits.parquet": fits}
+
+
+def test_emergence_claim_follows_the_largest_ratio():
+    assert claims("07_training_dynamics", trajectories(15.0))["TrainEmergence"].outcome == "none"
+    c = claims("07_training_dynamics", trajectories(340.0))["TrainEmergence"]
+    assert c.outcome == "emerged" and "reaches 340" in c.markdown
+
+
+def test_replication_claim_says_whether_the_models_agree():
+    rep = {"models": MODELS, "side_by_side": {m: {"g*": 0.5, "z_tot N1 (g=1)": 3.0} for m in MODELS}}
+    assert claims("05_replication", {"replication.json": rep})["ReplicationAgrees"].outcome == "same"
+    other = copy.deepcopy(rep)
+    other["side_by_side"]["m2"]["g*"] = 1.3
+    c = claims("05_replication", {"replication.json": other})["ReplicationAgrees"]
+    assert c.outcome == "different" and "1.3 for m2" in c.markdown
+
+
+def test_numbers_format_for_latex_and_markdown():
+    n = results.Number("X", 56234.0, ".3g", {}, "p")
+    assert n.markdown == "5.62e+04" and n.text == r"\ensuremath{5.62\times 10^{4}}"
+    assert results.Number("Y", 0.0123, "%", {}, "p").text == r"1.2\%"
+    assert results.Number("Z", float("nan"), ".3g", {}, "p").text == "n/a"
+    with pytest.raises(ValueError, match="letters only"):
+        results._Phase(results.Results(), "p", lambda n: {"a": 1}, MODELS).json("Bad1", "a.json", ["a"])
