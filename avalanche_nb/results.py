@@ -104,8 +104,11 @@ def _latex_number(text: str) -> str:
 
 
 def sentence(text: str) -> str:
-    """A claim as the start of a sentence: capitalised, unless it starts with a symbol such as g*."""
-    return text if text.startswith(("g*", "g =", "b_")) else text[0].upper() + text[1:]
+    """A claim as the start of a sentence: capitalised, unless it starts with a symbol such as g* or a
+    name that is not a word (a model id such as smollm2-135m-instruct keeps its spelling)."""
+    if text.startswith(("g*", "g =", "b_")) or not text.split(" ", 1)[0].rstrip(":,").isalpha():
+        return text
+    return text[0].upper() + text[1:]
 
 
 def tex_escape(text: str) -> str:

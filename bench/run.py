@@ -1,7 +1,7 @@
 """Benchmarks, reported as ratios against a baseline measured in the same run (`make bench`).
 
 1. The MLP tap with its streaming reduction vs a plain forward of the same model and batch
-   (target: at most +10%), and the saving from skipping the LM head.
+   (target: at most +5%, issue 21), and the saving from skipping the LM head.
 2. Memory: what the streaming reduction keeps vs a full [N, T, L, d_ff] activation cache, at two
    window lengths (kept bytes grow with the number of sites, never with d_ff).
 
@@ -70,8 +70,8 @@ def main() -> None:
         print(f"  {k:28s} median {statistics.median(ts):6.3f} s   ratio to no-LM-head forward "
               f"{statistics.median(ratios):5.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
     overhead = statistics.median([t / b for t, b in zip(times["tap + streaming reduction"], base)])
-    print(f"tap overhead over a plain forward: {100 * (overhead - 1):+.1f}% (target <= +10%): "
-          f"{'OK' if overhead <= 1.10 else 'OVER'}")
+    print(f"tap overhead over a plain forward: {100 * (overhead - 1):+.1f}% (target <= +5%): "
+          f"{'OK' if overhead <= 1.05 else 'OVER'}")
 
     print("\nmemory kept by the reduction vs a full activation cache")
     arch = hooks.architecture(model)

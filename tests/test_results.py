@@ -143,3 +143,10 @@ def test_numbers_format_for_latex_and_markdown():
     assert results.Number("Z", float("nan"), ".3g", {}, "p").text == "n/a"
     with pytest.raises(ValueError, match="letters only"):
         results._Phase(results.Results(), "p", lambda n: {"a": 1}, MODELS).json("Bad1", "a.json", ["a"])
+
+
+def test_a_sentence_is_capitalised_but_symbols_and_model_ids_keep_their_spelling():
+    assert results.sentence("the ME layer is 3") == "The ME layer is 3"
+    assert results.sentence("g* = 0.9 lies at the grid limit") == "g* = 0.9 lies at the grid limit"
+    assert results.sentence("smollm2-135m-instruct: the ME layer is 3") == "smollm2-135m-instruct: the ME layer is 3"
+    assert results.sentence("gemma3-270m: no MA") == "gemma3-270m: no MA"
