@@ -12,7 +12,6 @@ refused, naming the file. Phases the run lacks drop their section with a visible
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path

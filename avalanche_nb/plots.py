@@ -4,8 +4,6 @@ phase notebook shows a figure: displayed as always, and exported into the phase'
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np

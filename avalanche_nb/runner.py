@@ -334,16 +334,14 @@ def _run_phase(run_dir: Path, phase: str, nb, params, notebooks: Path) -> Path:
             pm.execute_notebook(nb, str(stage / f"{phase}.ipynb"), parameters={"run_dir": str(run_dir)},
                                 kernel_name=KERNEL, progress_bar=False, cwd=str(notebooks), log_output=False,
                                 kernel_manager_class=_kernel_manager(run_dir / LOGS / f"{phase}.kernel.log"))
-    except pm.PapermillExecutionError as err:
+    except (pm.PapermillExecutionError, DeadKernelError) as err:
         failed = run_dir / f"{phase}.failed"
         os.rename(stage, failed)
+        if isinstance(err, DeadKernelError):
+            raise PhaseFailedError(f"phase {phase}: the kernel died (out of memory?); its output is in "
+                                   f"{run_dir / LOGS / f'{phase}.kernel.log'}") from None
         raise PhaseFailedError(f"phase {phase} failed in cell {err.exec_count} ({err.ename}: {err.evalue}); "
                                f"the executed notebook is in {failed}") from None
-    except DeadKernelError:
-        failed = run_dir / f"{phase}.failed"
-        os.rename(stage, failed)
-        raise PhaseFailedError(f"phase {phase}: the kernel died (out of memory?); its output is in "
-                               f"{run_dir / LOGS / f'{phase}.kernel.log'}") from None
     except KeyboardInterrupt:
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the cancelled cell's task, not news
         done = finished(run_dir)

@@ -52,7 +52,7 @@ def start(run_dir: str, phase: str) -> tuple[P.Params, Path]:
     without a run); the folder is the phase's staging folder (:func:`provenance.phase_output`), where
     :func:`plots.show` exports the notebook's figures too (``figures/``).
     """
-    from . import plots, progress
+    from . import progress
 
     p = P.for_run(run_dir)
     configure(p.seed, p.torch_threads)

@@ -3,8 +3,6 @@ phase folder: its data as CSV, and SVG + PNG where Chromium runs."""
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
-import pytest
 from scipy.special import zeta
 
 from avalanche_nb import plots

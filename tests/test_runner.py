@@ -114,7 +114,7 @@ def test_ctrl_c_names_the_phase_keeps_the_finished_ones_and_prints_the_resume_co
     assert proc.returncode == 130, stdout + stderr
     assert "interrupted during phase 01_event_lattice" in stderr and "finished phases 00 are intact" in stderr
     assert "Traceback" not in stderr and "ZMQError" not in stderr, stderr
-    assert f"--run-id r --resume" in stderr
+    assert "--run-id r --resume" in stderr
     assert runner.verify(out / "r") == [] and (out / "r" / "00_data_and_model").is_dir()
     # the interrupted phase left only its staging folder; --resume alone finishes the run (seed 17 sleeps again,
     # so resume with the phase notebook swapped for a quick one, as a user would after fixing a hang)
