@@ -22,6 +22,8 @@ from .options import SPIKE_DEFS, THRESHOLD_MODES
 
 KEYS: tuple[tuple[str, str], ...] = tuple((d, m) for d in SPIKE_DEFS for m in THRESHOLD_MODES)
 NPZ = "sweep_lattices.npz"
+#: the lattices a run offers the explorer: phase 03's, and phase 08's with the first token kept
+LATTICES = {"standard": NPZ, "first_token": "first_token_lattices.npz"}
 EXPORT_FOLDER = "explore"  # a run's exports: beside its phase folders, never inside one
 OUTPUTS = Path(__file__).resolve().parent.parent / "outputs"  # the project's runs and live exports
 def _npz_key(spike_def: str, mode: str) -> str:
@@ -118,21 +120,26 @@ def check_key(spike_def: str, mode: str) -> tuple[str, str]:
 # --------------------------------------------------------------------------- sources
 
 
-def from_run(run_dir: str | Path) -> GainStack:
-    """The stack of a run's finished phase 03 (its ``all`` ablation, first target rate)."""
+def from_run(run_dir: str | Path, lattice: str = "standard") -> GainStack:
+    """The stack of a run's finished phase 03 (its ``all`` ablation, first target rate), or with
+    ``lattice="first_token"`` phase 08's lattices of the run's model that keep the first token."""
     from . import params as P
     from .phases import producer
 
+    if lattice not in LATTICES:
+        raise ValueError(f"unknown lattice {lattice!r}; a run offers {list(LATTICES)}")
     run_dir = Path(run_dir)
-    phase = producer(NPZ).name
+    name = LATTICES[lattice]
+    phase = producer(name).name
     if not (run_dir / phase).is_dir():
         raise FileNotFoundError(f"{run_dir} has no finished {phase} phase (run it with "
                                 f"`avalanche-nb run --run-id {run_dir.name} --resume --phases {phase[:2]}`)")
 
-    z = artifacts.read(run_dir, NPZ)  # sha256 checked against the manifest
+    z = artifacts.read(run_dir, name)  # sha256 checked against the manifest
     params = P.for_run(run_dir)
     return GainStack.from_npz_dict(z, adjacency=params.adjacencies[0], null_draws=params.null_draws,
-                                   seed=params.seed, source=f"run {run_dir}", export_dir=run_dir / EXPORT_FOLDER)
+                                   seed=params.seed, source=f"run {run_dir} ({lattice} lattice)",
+                                   export_dir=run_dir / EXPORT_FOLDER)
 
 
 # --------------------------------------------------------------------------- what the explorer reads off

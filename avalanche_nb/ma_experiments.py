@@ -188,13 +188,12 @@ def analyse(lm, p, questions, seconds: dict[str, float] | None = None
         clock[step] = clock.get(step, 0.0) + time.perf_counter() - t
         return value
 
-    from .data import build_slice, token_strings
+    from .data import token_strings
+    from .pipeline import build_slices
 
     name, tok = lm.name, lm.tokenizer
-    probe = build_slice(tok, p["dataset_a"], p["ma_probe_sequences"], p["window"], seed=p["seed"], offset=0)
-    calib = build_slice(tok, p["dataset_a"], p["ma_calibration_sequences"], p["window"], seed=p["seed"],
-                        offset=p["ma_probe_sequences"])
-    b = build_slice(tok, p["dataset_b"], p["n_sequences_b"], p["window"], seed=p["seed"])
+    slices = build_slices(tok, p, ("ma_probe", "ma_calibration", "b"))
+    probe, calib, b = slices["ma_probe"], slices["ma_calibration"], slices["b"]
     text = [token_strings(tok, row) for row in probe.tokens]
     s = timed("profile scan", massive.scan, lm.model, probe.tokens, ma_top_k=p["ma_top_k"], batch_size=p["batch_size"],
               progress=p["progress"])

@@ -72,6 +72,12 @@ class Scan:
         return self.top_abs[..., 0] / self.median
 
 
+def sequence_median(a: torch.Tensor) -> torch.Tensor:
+    """The median of each row of ``a`` [B, n] (interpolated, as numpy's; torch.quantile refuses rows over
+    2**24 entries, where the lower median of ``torch.median`` is taken instead)."""
+    return torch.quantile(a, 0.5, dim=1) if a.shape[1] <= 16_000_000 else a.median(1).values
+
+
 def _reduce(h: torch.Tensor, k: int) -> tuple[np.ndarray, ...]:
     """top-k |h| (values, signed values, positions, dims) and the median |h| of each sequence of h [B, T, d]."""
     B, T, d = h.shape
@@ -79,7 +85,7 @@ def _reduce(h: torch.Tensor, k: int) -> tuple[np.ndarray, ...]:
     a = flat.abs()
     vals, idx = a.topk(k, dim=1)
     signed = flat.gather(1, idx)
-    median = torch.quantile(a, 0.5, dim=1) if a.shape[1] <= 16_000_000 else a.median(1).values
+    median = sequence_median(a)
     return (vals.double().cpu().numpy(), signed.double().cpu().numpy(), (idx // d).cpu().numpy(),
             (idx % d).cpu().numpy(), median.double().cpu().numpy())
 
@@ -236,6 +242,20 @@ def me_layer(s: Scan, ma_criterion: str, ma_relaxed_ratio: float) -> dict:
     dims = sorted((d for d, c in counts.items() if 2 * c >= n), key=lambda d: (-counts[d], d))
     out.update(ma_pos=pos, ma_pos_share=float(np.mean(s.pos[i, :, 0] == pos)), ma_dims=dims)
     return out
+
+
+def unusable(me: dict | None, failure: str | None = None) -> str | None:
+    """Why a later phase cannot use a model's phase-06 record ``me`` (an entry of ``me_layer.json``'s
+    ``models``; ``failure``: its entry in ``failures``), or None when its MA sites can be edited."""
+    if failure is not None:
+        return f"phase 06 could not load it: {failure}"
+    if me is None:
+        return "phase 06 has no record of it"
+    if not me.get("found"):
+        return f"no ME layer in phase 06: {me.get('reason', 'none found')}"
+    if not me.get("ma_dims"):
+        return "phase 06 found an ME layer but no MA dim recurring in half the probe sequences"
+    return None
 
 
 def propagation(s: Scan, ma_pos: int) -> pd.DataFrame:

@@ -263,12 +263,42 @@ def training(run: Path, path: Path) -> None:
     _save(fig, path)
 
 
+def cascades(run: Path, path: Path) -> None:
+    plt = _plt()
+    gain = artifacts.read(run, "gain_ma.parquet")
+    shares = artifacts.read(run, "site_shares.parquet")
+    models = list(dict.fromkeys(gain.model))
+    fig, axes = plt.subplots(2, max(1, len(models)), figsize=(3.3 * max(1, len(models)), 5.0), squeeze=False)
+    for i, model in enumerate(models):
+        ax = axes[0][i]
+        for j, (scope, sel) in enumerate(gain[gain.model == model].groupby("scope", sort=False)):
+            label = "gain on every MLP" if scope == "all" else "gain on the ME layer's MLP"
+            ax.errorbar(sel.g, sel.ma_me, yerr=[sel.ma_me - sel.ma_me_lo, sel.ma_me_hi - sel.ma_me], marker="o",
+                        ms=3, capsize=2, color=COLOURS[j], label=label)
+        ax.set_yscale("log")
+        ax.set_title(model)
+        ax.set_xlabel("gain g")
+        ax.set_ylabel("MA at its site, ME layer (|h|, 95% CI)")
+        ax.legend(frameon=False)
+        ax = axes[1][i]
+        sel = shares[shares.model == model]
+        x = np.arange(len(sel))
+        ax.bar(x - 0.2, sel.observed, 0.4, color=COLOURS[0], label="observed")
+        ax.bar(x + 0.2, sel.null_mean, 0.4, yerr=1.96 * sel.null_sd.fillna(0), capsize=2, color="lightgrey",
+               label="N2 expectation (±1.96 sd)")
+        ax.set_xticks(x, [f"{s} {m}" for s, m in zip(sel.site, sel.measure)], rotation=60, ha="right", fontsize=6)
+        ax.set_ylabel("share")
+    # beside the last panel, so the legend never covers a bar
+    axes[1][-1].legend(frameon=False, fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(fig, path)
+
+
 WRITERS = {"02_avalanches": {"lattice": lattice}, "03_gain_sweep": {"sizes": sizes, "rate_vs_gain": rate_vs_gain,
                                                                    "delta_b": delta_b},
            "04_gstar": {"gstar_evidence": gstar_evidence, "transfer": transfer},
            "05_replication": {"replication": replication},
            "06_massive": {"ma_profile": ma_profile, "interventions": interventions},
-           "07_training_dynamics": {"training": training}}
+           "07_training_dynamics": {"training": training}, "08_cascades_and_mas": {"cascades": cascades}}
 
 
 def write_all(run: Path, res: Results, out: Path) -> list[str]:

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from . import artifacts, provenance, runner
 from . import params as P
 from .results import Results, tex_escape
@@ -205,10 +207,60 @@ def versions_table(run: Path) -> str:
                  rows, "ll")
 
 
+def cascades(run: Path) -> str:
+    edits = artifacts.read(run, "edit_lattices.parquet")
+    rows = []
+    for (model, mode), r in edits.set_index(["model", "intervention"]).iterrows():
+        ci = lambda k, spec: f"{_fmt(r[k], spec)} [{_fmt(r[k + '_lo'], spec)}, {_fmt(r[k + '_hi'], spec)}]"
+        rows.append([tex_escape(model), tex_escape(mode), ci("rate_ratio", ".3g"), _fmt(r.b_tot, ".3f"),
+                     ci("d_b_tot", ".3f"), _fmt(r.z_tot_n1, ".3g"), _fmt(int(r.n_avalanches), "d"),
+                     _fmt(r.ks, ".2g")])
+    return table("cascades", "The params' lattice under each edit of the massive-activation sites from the ME layer "
+                 "on: the rate at the unedited thresholds as a ratio to no edit, and of the lattice rate-matched to "
+                 "the unedited targets $b_\\mathrm{tot}$, its change from no edit, the N1 z-score of "
+                 "$\\Delta b_\\mathrm{tot}$, the number of avalanches and the "
+                 "Kolmogorov-Smirnov distance of their sizes from no edit's (descriptive); brackets: 95\\% paired bootstrap intervals over sequences.",
+                 ["model", "edit", "rate ratio", "$b_\\mathrm{tot}$", "change", "$z$ (N1)", "avalanches",
+                  "KS $D$"], rows, "llrrrrrr")
+
+
+def ma_use(run: Path) -> str:
+    tests = artifacts.read(run, "generation_tests.parquet")
+    probes = artifacts.read(run, "probes.parquet")
+    rows = []
+    sel = tests[(tests.decoding == "greedy") & tests.metric.isin(["cont_nll", "second_nll", "distinct2", "eos"])]
+    for (model, kind, mode), g in sel.groupby(["model", "kind", "intervention"], sort=False):
+        cell = {}
+        for r in g.itertuples():  # intervals for the losses; the text metrics' are in the run's artifact
+            ci = r.metric in ("cont_nll", "second_nll")
+            cell[r.metric] = ("--" if not np.isfinite(r.diff) else
+                              f"{_fmt(r.diff, '.2g')} [{_fmt(r.lo, '.2g')}, {_fmt(r.hi, '.2g')}]" if ci else
+                              _fmt(r.diff, ".2f"))
+        rows.append([tex_escape(model), "B" if kind == "b" else r"A$\to$B", tex_escape(mode)]
+                    + [cell.get(m, "--") for m in ("cont_nll", "second_nll", "distinct2", "eos")])
+    gen = table("ma_use_generation", "Greedy continuations under each edit of the massive-activation sites, minus no "
+                "edit, mean over prompts with 95\\% bootstrap intervals: the continuation's NLL under the unedited "
+                "model and, after a context transition, the loss on the second passage (nats per token); and the "
+                "change in the share of distinct bigrams and of continuations that end with EOS. Prompts: B, Dataset "
+                "B passages; A$\\to$B, a Dataset A passage followed by a Dataset B passage.",
+                ["model", "prompts", "edit", "cont. NLL", "2nd NLL", "dist-2", "EOS"], rows, "lllrrrr")
+    rows = []
+    lin = probes[(probes.probe == "linear") & (probes.features == "ma_dims")]
+    for r in lin.itertuples():
+        rows.append([tex_escape(r.model), _fmt(int(r.layer), "d"), tex_escape(r.group), tex_escape(r.target),
+                     _fmt(r.acc, ".2f"), _fmt(r.majority, ".2f"), _fmt(r.selectivity, ".2f")])
+    pro = table("ma_use_probes", "Linear probes of the MA dimensions' values: cross-validated accuracy, the majority "
+                "baseline and the selectivity (accuracy minus the control task's, Hewitt and Liang), per model, "
+                "layer (the ME layer and the last), token group and target.",
+                ["model", "layer", "tokens", "target", "acc.", "majority", "selectivity"], rows, "lrllrrr")
+    return gen + "\n" + pro
+
+
 WRITERS = {"00_data_and_model": {}, "01_event_lattice": {}, "02_avalanches": {"lattice": lattice},
            "03_gain_sweep": {"sweep": sweep}, "04_gstar": {"gstar": gstar, "arc": arc},
            "05_replication": {"replication": replication}, "06_massive": {"massive": massive},
-           "07_training_dynamics": {"training": training}}
+           "07_training_dynamics": {"training": training}, "08_cascades_and_mas": {"cascades": cascades},
+           "09_ma_in_use": {"ma_use": ma_use}}
 
 
 def write_all(run: Path, res: Results, out: Path) -> list[str]:

@@ -164,6 +164,25 @@ SCHEMA: dict[str, Param] = {
                                "null: every other layer", nullable=True, check=lambda v: None if v >= 0 else "must be >= 0"),
     "rigidity_arc_limit": Param(25, int, "ARC questions per subset scored per rigidity configuration (seeded); null: all",
                                 nullable=True, check=_positive),
+    # cascades and massive activations (08)
+    "secondary_outlier_ratio": Param(5.0, NUM, "08: a site of a token other than the MA token is a secondary outlier "
+                                     "when its max |h| / median |h| exceeds this multiple of the median of that ratio "
+                                     "over the layer's other sites", check=_positive),
+    "position_buckets": Param([1, 4, 16, 64], list, "08: token-position strata for the outlier-ratio vs spike-count "
+                              "correlation, as increasing bucket starts ([1, 4]: token 0 | 1-3 | 4+)", item=int,
+                              check=lambda v: None if v and all(b >= 1 for b in v) and list(v) == sorted(set(v))
+                              else "must be increasing integers >= 1"),
+    # massive activations in use (09)
+    "gen_prompts": Param(8, int, "09: Dataset B prompts, and as many context-transition prompts (a Dataset A passage "
+                         "then an unrelated Dataset B passage), continued under each MA edit", check=_positive),
+    "gen_prompt_tokens": Param(32, int, "09: tokens per prompt passage (a transition prompt has two)", check=_positive),
+    "gen_tokens": Param(32, int, "09: tokens generated per continuation (greedy and seeded sampling)", check=_positive),
+    "gen_temperature": Param(1.0, NUM, "09: softmax temperature of the sampled continuations", check=_positive),
+    "probe_windows": Param(64, int, "09: Dataset A windows probed (each gives one MA token)", check=_positive),
+    "probe_window": Param(32, int, "09: tokens per probed window", check=_positive),
+    "probe_max_tokens": Param(500, int, "09: ordinary tokens probed at most (a seeded subsample)", check=_positive),
+    "probe_folds": Param(5, int, "09: cross-validation folds of every probe",
+                         check=lambda v: None if v >= 2 else "must be >= 2"),
     # training dynamics
     "train_architectures": Param(["2x64x2x4", "4x64x4x4"], list, "models trained from scratch in 07_training_dynamics, "
                                  "each LAYERSxWIDTHxHEADSxMLP_RATIO (Llama-style, SmolLM2 tokenizer)", item=str,

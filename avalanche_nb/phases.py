@@ -306,7 +306,103 @@ PHASES: tuple[Phase, ...] = (
               | {f"imp_{f}": "float?" for f in PREDICTOR_FEATURES}),
     ), doc="trains the `train_architectures` grid from scratch on the embedded text, records per-layer top-1/2/3 "
            "and median |h| at Pythia-like checkpoints, fits the 5-parameter emergence model and step responses, "
-           "regresses fitted parameters on architecture"),
+           "regresses fitted parameters on architecture"),    Phase("08_cascades_and_mas", "Cascades and massive activations", reads=("me_layer.json",), writes=(
+        Table("gain_ma_profile.parquet", "Per (model, `scope` = all: the gain on every MLP / me_layer: on the ME "
+              "layer's MLP alone, `g`, decoder layer): mean top-1 and median |h| over the MA probe, the top-1/median "
+              "`ratio` and its SEM.",
+              _keys(scope="str", g="float", layer="int", top1="float", median="float", ratio="float",
+                    ratio_sem="float?", model="str")),
+        Table("gain_ma.parquet", "Per (model, scope, g): the ME layer by each criterion (`me_layer_sun`, "
+              "`me_layer_relaxed`; missing: no layer), the MA position and dims there (`ma_dims`, comma-separated), "
+              "the share of probe sequences with an ME layer (`seq_found`) and its per-sequence mean "
+              "(`seq_me_layer`); at the g = 1 ME layer the MA site's magnitude `ma_me` (max |h| over the MA dims at "
+              "the MA token), the top-1 `top1_me` and the ratio `ratio_me`; `ma_last` at the last layer; each with "
+              "a bootstrap 95% interval over sequences (`_lo`, `_hi`).",
+              _keys(scope="str", g="float", me_layer_sun="int?", me_layer_relaxed="int?", ma_pos="int?",
+                    ma_dims="str", seq_found="float")
+              | {f"{k}{s}": "float?" for k in ("seq_me_layer", "ma_me", "ma_last", "ratio_me", "top1_me")
+                 for s in ("", "_lo", "_hi")} | _keys(model="str")),
+        Table("site_shares.parquet", "Per (model, `site` = ma_token / me_layer / secondary, `measure` = spikes / "
+              "sites / starts) on the first-token lattice (g = 1, pos): the observed share of spikes, spiking sites "
+              "or avalanche starts (each avalanche's first site) in the site set (`n_sites` sites), the N2 "
+              "expectation (`null_mean`, `null_sd`; `null` = n2_exact: exact moments over every row's shifts, "
+              "n2_draws: `null_draws` draws with their 95% interval `null_lo`/`null_hi`) and z.",
+              _keys(site="str", measure="str", n_sites="int", observed="float?", null_mean="float?",
+                    null_sd="float?", null_lo="float?", null_hi="float?", z="float?", null="str", model="str")),
+        Table("outlier_spikes.parquet", "Per (model, layer, position `bucket` of `position_buckets`): `n` sites and "
+              "the Spearman correlation `rho` of a site's residual outlier ratio (max |h| / median |h|) with its "
+              "spike count on the first-token lattice; the row layer = bucket = -1 pools the strata (ranks "
+              "centred within each) with a 95% interval over sequences (`lo`, `hi`).",
+              _keys(layer="int", bucket="int", n="int", rho="float?", lo="float?", hi="float?", model="str")),
+        Table("edit_lattices.parquet", "Per (model, `intervention` = none and each of `ma_interventions`, applied "
+              "from the ME layer on): the mean neuron rate of the lattice at the unedited fixed thresholds "
+              "(`rate_fixed`) and rate-matched (`rate_matched`); of the rate-matched pos lattice `b_time`, `b_depth`, "
+              "`b_tot`, delta-b and z against N1-N3 (same seed and draws), `chi_perc`, `n_avalanches`, the tail "
+              "exponent `alpha`, `mean_size`, the KS distance of its sizes from none's (`ks`, descriptive); `d_b_tot` "
+              "(vs none) and `rate_ratio` (fixed thresholds, vs none) with paired bootstrap intervals over sequences.",
+              _keys(intervention="str", rate_fixed="float", rate_matched="float", b_time="float?", b_depth="float?",
+                    b_tot="float?")
+              | {f"{k}_tot_{n}": "float?" for k in ("delta_b", "z") for n in ("n1", "n2", "n3")}
+              | _keys(chi_perc="float?", n_avalanches="int", alpha="float?", ks="float?",
+                      mean_size="float?", d_b_tot="float?", d_b_tot_lo="float?", d_b_tot_hi="float?",
+                      rate_ratio="float?", rate_ratio_lo="float?", rate_ratio_hi="float?", model="str")),
+        Table("edit_sizes.parquet", "Every avalanche of the rate-matched lattices of `edit_lattices` (`size`, "
+              "`n_sites`, `t_span`, `l_span`) per (model, intervention).",
+              _keys(size="int", n_sites="int", t_span="int", l_span="int", intervention="str", model="str")),
+        Table("lattice_layers.parquet", "Per (model, `lattice` = standard / first_token, layer) at g = 1: neuron "
+              "`rate`, `b_time`, `b_depth` and the MR branching `mr_m` of the layer's token series.",
+              _keys(layer="int", rate="float", b_time="float?", b_depth="float?", mr_m="float?", lattice="str",
+                    model="str")),
+        Table("me_layer_change.parquet", "Per (model, lattice, `stat` = rate / b_time / b_depth / mr_m, `transition` "
+              "= into the ME layer / out of it): the values at `layer_from` and `layer_to`, their `change` and its "
+              "95% bootstrap interval over sequences (NaN where the neighbour layer does not exist).",
+              _keys(stat="str", transition="str", layer_from="int", layer_to="int", before="float?", after="float?",
+                    change="float?", lo="float?", hi="float?", lattice="str", model="str")),
+        Record("cascades.json", "Per model (`models`): the MA sites used (`me_layer`, `ma_pos`, `ma_dims` from "
+               "phase 06), `d_ff`, `n_layers`, the number of secondary-outlier sites, the pooled outlier-spike "
+               "correlation; `skipped` (model -> why: no ME layer, or the model failed in phase 06) and `failures`.",
+               _keys(models="object", skipped="object", failures="object", explorer_model="str?")),
+        Arrays("first_token_lattices.npz", "The explorer's lattices of the run's model with the first token kept "
+               "(the contract of `sweep_lattices.npz`): rate-matched and fixed counts at every gain of `gains`.",
+               {"g": ("float", ("G",)), "valid": ("bool", ("N", "T")), "tokens": ("int", ("N", "T")),
+                "token_text": ("str", ("N", "T")), "target_rate": ("float", ("L",)), "d_ff": ("int", ()),
+                "fixed_counts_pos": ("int", ("G", "N", "T", "L")), "counts_pos": ("int", ("G", "N", "T", "L")),
+                "fixed_counts_abs": ("int", ("G", "N", "T", "L")), "counts_abs": ("int", ("G", "N", "T", "L"))}),
+    ), doc="cascades meet massive activations on `model` and every replication model: how the MLP gain moves the "
+           "MAs, where spikes and avalanche starts sit relative to MA sites (against N2), the lattice under the MA "
+           "edits of 06, and whether the ME layer shows in the lattice"),
+    Phase("09_ma_in_use", "Massive activations in use", reads=("me_layer.json",), writes=(
+        Table("generation.parquet", "One row per (model, `kind` = b: Dataset B prompts / transition: a Dataset A "
+              "passage then an unrelated Dataset B passage, `decoding` = greedy / sampled, `intervention` = none "
+              "and each MA edit of phase 06, `prompt`): the continuation's `distinct1`, `distinct2`, "
+              "`longest_repeat` (tokens), `sentence_end_rate`, `eos` (1: EOS came), `length` (tokens before EOS), "
+              "`cont_nll` (its mean NLL under the unedited model, nats per token) and, for transition prompts, "
+              "`second_nll` (the second passage's mean NLL given the first, under the edit).",
+              _keys(kind="str", decoding="str", intervention="str", prompt="int", distinct1="float?",
+                    distinct2="float?", longest_repeat="float", sentence_end_rate="float?", eos="float",
+                    length="float", cont_nll="float?", second_nll="float?", model="str")),
+        Table("generation_tests.parquet", "Per (model, kind, decoding, edit, `metric`): the mean over prompts with "
+              "no edit (`none`) and with it (`edited`), the mean paired difference `diff` with its bootstrap 95% "
+              "interval (`lo`, `hi`) over prompts, Wilcoxon's signed-rank `p` and the number of pairs `n`.",
+              _keys(kind="str", decoding="str", intervention="str", metric="str", none="float?", edited="float?",
+                    diff="float?", lo="float?", hi="float?", p="float?", n="int", model="str")),
+        Record("generation_examples.json", "Per model, the first prompts of each kind as text with their "
+               "continuations per `decoding/intervention` (cut at EOS).", None, "object"),
+        Table("probes.parquet", "Per (model, `layer` = the ME layer / the last, `group` = ma: the MA token of every "
+              "probe window / ordinary: other tokens, `features` = ma_dims: the MA dims' values / state: the full "
+              "residual state, `target` = token_class / sentence_boundary / position_bucket / next_class, `probe` = "
+              "linear / mlp): cross-validated accuracy `acc` (Wilson 95% `lo`, `hi`), the `majority` baseline, the "
+              "control task's accuracy `control_acc` (Hewitt & Liang) and `selectivity` = acc - control_acc, `n` "
+              "tokens, `classes`.",
+              _keys(layer="int", group="str", features="str", target="str", probe="str", acc="float?", lo="float?",
+                    hi="float?", majority="float?", n="int", classes="int", control_acc="float?",
+                    selectivity="float?", model="str")),
+        Record("ma_use.json", "Per model (`models`): the MA sites used (from phase 06) and the probe windows' "
+               "shape; `skipped` (model -> why) and `failures`.",
+               _keys(models="object", skipped="object", failures="object")),
+    ), doc="massive activations in use on `model` and every replication model: continuations under the MA edits "
+           "(repetition, sentence ends, EOS, perplexity, the loss after a context transition) with paired tests, "
+           "and linear / MLP probes of the MA token and ordinary tokens with majority and control baselines"),
 )
 
 #: files every phase folder holds besides its artifacts

@@ -34,13 +34,17 @@ SLICES = ("a_calibration", "a_lattice", "b")
 def build_slices(tokenizer, p: Mapping[str, Any], names: tuple[str, ...] = SLICES) -> dict[str, TokenSlice]:
     """The slices ``names`` of params ``p``: Dataset A's calibration and lattice slices (consecutive,
     disjoint windows of one seeded stream: ``n_calibration`` from offset 0, then ``n_sequences``) and
-    Dataset B (``n_sequences_b`` windows), all of ``window`` tokens."""
+    Dataset B (``n_sequences_b`` windows), all of ``window`` tokens. Besides :data:`SLICES`: the MA probe
+    (``ma_probe``: ``ma_probe_sequences`` windows of Dataset A from offset 0) and the windows after it whose
+    MA-site means the ``mean`` edit writes (``ma_calibration``: ``ma_calibration_sequences``)."""
     spec = {"a_calibration": (p["dataset_a"], p["n_calibration"], 0),
             "a_lattice": (p["dataset_a"], p["n_sequences"], p["n_calibration"]),
-            "b": (p["dataset_b"], p["n_sequences_b"], 0)}
+            "b": (p["dataset_b"], p["n_sequences_b"], 0),
+            "ma_probe": (p["dataset_a"], p["ma_probe_sequences"], 0),
+            "ma_calibration": (p["dataset_a"], p["ma_calibration_sequences"], p["ma_probe_sequences"])}
     unknown = [n for n in names if n not in spec]
     if unknown:
-        raise ValueError(f"unknown slice(s) {unknown}; slices: {SLICES}")
+        raise ValueError(f"unknown slice(s) {unknown}; slices: {', '.join(spec)}")
     return {n: build_slice(tokenizer, spec[n][0], spec[n][1], p["window"], seed=p["seed"], offset=spec[n][2])
             for n in names}
 
@@ -97,14 +101,20 @@ def calibration_arrays(calibration: lat.Calibration) -> dict[str, np.ndarray]:
 
 
 def build_reference(model, calib_tokens: np.ndarray, tokens: np.ndarray, p: Mapping[str, Any],
-                    *, progress: bool) -> Reference:
+                    *, progress: bool, valid: np.ndarray | None = None,
+                    calibration: lat.Calibration | None = None) -> Reference:
     """Calibrate at g = 1 on ``calib_tokens``, then per target rate of ``p`` (scaled to d_ff) the g = 1
     rate-matched lattices of ``tokens`` [N, T], their per-layer targets (``target_profile``) and the
-    ``fixed``-mode thresholds (the g = 1 rate-matched ones, or ``fixed_tau`` in every layer)."""
-    calibration = lat.calibrate(model, calib_tokens, valid_mask(calib_tokens, p), batch_size=p["batch_size"],
-                                progress=progress)
+    ``fixed``-mode thresholds (the g = 1 rate-matched ones, or ``fixed_tau`` in every layer).
+
+    ``valid`` bool [N, T]: the lattice's sites if not the params' (:func:`valid_mask`; e.g. keeping the
+    first token); ``calibration``: one already computed on ``calib_tokens`` (the calibration pass is skipped).
+    """
+    if calibration is None:
+        calibration = lat.calibrate(model, calib_tokens, valid_mask(calib_tokens, p), batch_size=p["batch_size"],
+                                    progress=progress)
     rates = lat.scale_seed_rates(p["target_rates"], calibration.d_ff, p["rate_reference_d_ff"])
-    valid = valid_mask(tokens, p)
+    valid = valid_mask(tokens, p) if valid is None else np.asarray(valid, bool)
     base = [lat.rate_matched_lattice(model, tokens, valid, calibration, r, target_profile=p["target_profile"],
                                      z_floor=p["z_floor"], reference_tau=p["reference_tau"],
                                      batch_size=p["batch_size"], progress=progress) for r in rates]

@@ -347,6 +347,61 @@ def ratio_by_layer(table, group: Sequence[str], title: str, me_layer: int | None
     return fig
 
 
+def with_ci(table, x: str, y: str, group: str, title: str, yaxis: str, log: bool = False) -> go.Figure:
+    """``y`` vs ``x`` with error bars from columns ``{y}_lo`` / ``{y}_hi``, one line per value of ``group``."""
+    fig = go.Figure()
+    for key, sel in table.groupby(group, sort=False):
+        fig.add_trace(go.Scatter(x=sel[x], y=sel[y], mode="lines+markers", name=f"{group}={key}",
+                                 error_y=dict(type="data", symmetric=False, array=sel[f"{y}_hi"] - sel[y],
+                                              arrayminus=sel[y] - sel[f"{y}_lo"])))
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=yaxis, height=380)
+    if log:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def shares_vs_null(shares, title: str) -> go.Figure:
+    """Observed share per (site set, measure) next to its N2 expectation, whose bar spans ± 1.96 null sd."""
+    label = shares.site + " · " + shares.measure
+    fig = go.Figure([go.Bar(x=label, y=shares.observed, name="observed"),
+                     go.Bar(x=label, y=shares.null_mean, name="N2 expectation",
+                            error_y=dict(type="data", array=1.96 * shares.null_sd))])
+    fig.update_layout(title=title, yaxis_title="share", barmode="group", height=400)
+    return fig
+
+
+def layer_bucket_heatmap(table, value: str, title: str, buckets: Sequence[str]) -> go.Figure:
+    """A (position bucket x layer) heatmap of ``value`` (columns layer, bucket), diverging around 0."""
+    grid = table.pivot(index="bucket", columns="layer", values=value)
+    fig = go.Figure(go.Heatmap(z=grid.to_numpy(), x=grid.columns, y=[buckets[b] for b in grid.index],
+                               colorscale="RdBu", zmid=0, colorbar_title=value))
+    fig.update_layout(title=title, xaxis_title="layer", yaxis_title="token position", height=320)
+    return fig
+
+
+def paired_differences(tests, title: str) -> go.Figure:
+    """Mean paired difference (edit minus none) per edit, one bar group per ``series``, with 95% intervals
+    (columns intervention, series, diff, lo, hi)."""
+    fig = go.Figure()
+    for series, sel in tests.groupby("series", sort=False):
+        fig.add_trace(go.Bar(x=sel.intervention, y=sel["diff"], name=series,
+                             error_y=dict(type="data", symmetric=False, array=sel.hi - sel["diff"],
+                                          arrayminus=sel["diff"] - sel.lo)))
+    fig.add_hline(y=0, line_color="grey")
+    fig.update_layout(title=title, xaxis_title="edit", yaxis_title="edit - none", barmode="group", height=360)
+    return fig
+
+
+def probe_selectivity(table, title: str) -> go.Figure:
+    """Probe selectivity per target (x), one bar per (layer, group, features, probe)."""
+    fig = go.Figure()
+    for key, sel in table.groupby(["layer", "group", "features", "probe"], sort=False):
+        fig.add_trace(go.Bar(x=sel.target, y=sel.selectivity, name=f"layer {key[0]} · {key[1]} · {key[2]} · {key[3]}"))
+    fig.update_layout(title=title, xaxis_title="target", yaxis_title="accuracy - control accuracy", barmode="group",
+                      height=420)
+    return fig
+
+
 def replication_curves(curves, relation: str) -> go.Figure:
     """Per-gain curves of every model (``replication.parquet``), one panel per measure, g* starred."""
     from plotly.subplots import make_subplots

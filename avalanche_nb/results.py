@@ -19,12 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from . import artifacts, phases
 
 #: LaTeX-safe section names of the phases (macro names may hold letters only)
 SECTIONS = {"00_data_and_model": "data", "01_event_lattice": "lattice", "02_avalanches": "avalanches",
             "03_gain_sweep": "sweep", "04_gstar": "gstar", "05_replication": "replication",
-            "06_massive": "massive", "07_training_dynamics": "training"}
+            "06_massive": "massive", "07_training_dynamics": "training", "08_cascades_and_mas": "cascades",
+            "09_ma_in_use": "mause"}
 ALPHA = 0.05  # significance level of the paired tests quoted in words
 
 
@@ -391,10 +394,191 @@ def _training(ph: _Phase) -> None:
              chosen, series)
 
 
+def _excludes_zero(lo: Number, hi: Number) -> bool:
+    return lo.value > 0 or hi.value < 0
+
+
+def _cascades(ph: _Phase) -> None:
+    rec = ph.read("cascades.json")
+    for model, tag in zip(ph.models, ("Run", "Other")):  # the run's model, then the first replication model
+        if model not in rec["models"]:
+            why = rec["skipped"].get(model) or rec["failures"].get(model) or "not measured"
+            for q in ("Gain", "Sites", "Edits", "Layer"):
+                ph.claim(f"Casc{q}{tag}", "skipped", f"{model}: not measured ({why})")
+            continue
+        me_l = rec["models"][model]["me_layer"]
+        layer = ph.json(f"CascMELayer{tag}", "cascades.json", ["models", model, "me_layer"], "d")
+        # 1. the gain and the MAs
+        gain = select(ph.read("gain_ma.parquet"), {"model": model, "scope": "all"}).sort_values("g")
+        g_lo, g_hi = float(gain.g.iloc[0]), float(gain.g.iloc[-1])
+        at = {}
+        for key, g in (("Low", g_lo), ("One", 1.0), ("High", g_hi)):
+            at[key] = ph.row(f"CascMa{key}{tag}", "gain_ma.parquet", {"model": model, "scope": "all", "g": g}, "ma_me")
+        ph.res.numbers[f"CascGainLow{tag}"] = Number(f"CascGainLow{tag}", g_lo, "g", {"params": "gains"}, ph.phase)
+        ph.res.numbers[f"CascGainHigh{tag}"] = Number(f"CascGainHigh{tag}", g_hi, "g", {"params": "gains"}, ph.phase)
+        rule = ph.read("me_layer.json")["criterion"]
+        found = gain[f"me_layer_{rule}"]
+        where = found.dropna().astype(int).unique().tolist()
+        outcome = ("fixed" if where == [me_l] and found.notna().all() else
+                   "vanishes" if found.isna().any() else "moves")
+        text = {"fixed": f"the ME layer stays at layer {{}} at every gain from {{}} to {{}}",
+                "vanishes": "the ME layer is layer {} at g = 1, but at some gain from {} to {} no layer meets the "
+                            "criterion",
+                "moves": "the ME layer moves with the gain from {} (g = 1) between {} and {}"}[outcome]
+        ph.claim(f"CascGain{tag}", outcome, f"{model}: " + text + "; the MA at its site at the ME layer goes from {} "
+                 "to {} (at g = 1: {})", layer, ph.res.numbers[f"CascGainLow{tag}"],
+                 ph.res.numbers[f"CascGainHigh{tag}"], at["Low"], at["High"], at["One"])
+        # 2. avalanche starts and spikes at the MA token
+        nums = {}
+        for measure, short in (("starts", "Starts"), ("spikes", "Spikes")):
+            row = {"model": model, "site": "ma_token", "measure": measure}
+            cols = (("Obs", "observed", "%"), ("Null", "null_mean", "%"), ("Z", "z", ".2g"))
+            if measure == "starts":
+                cols += (("Lo", "null_lo", "%"), ("Hi", "null_hi", "%"))
+            nums[short] = [ph.row(f"Casc{short}{k}{tag}", "site_shares.parquet", row, col, fmt) for k, col, fmt in cols]
+        obs, _, _, lo, hi = (n.value for n in nums["Starts"])
+        outcome = ("undetermined" if not all(math.isfinite(v) for v in (obs, lo, hi)) else
+                   "over" if obs > hi else "under" if obs < lo else "as_null")
+        first = rec["models"][model].get("ma_pos") == 0
+        ph.claim(f"CascSites{tag}", outcome,
+                 f"{model}: {{}} of avalanches "
+                 + ("reach the MA token (the first token, so each of them starts there)" if first else
+                    "start at the MA token")
+                 + ", against {} under N2 (each sequence-layer row's rate and runs kept, its positions shifted; "
+                 "95% of the draws between {} and {}): "
+                 + {"over": "more than N2 gives", "under": "fewer than N2 gives", "as_null": "within what N2 gives",
+                    "undetermined": "undetermined"}[outcome]
+                 + "; the MA token holds {} of the spikes (N2: {}, z = {})",
+                 nums["Starts"][0], nums["Starts"][1], nums["Starts"][3], nums["Starts"][4], *nums["Spikes"])
+        # 3. the lattice under the MA edits
+        edits = ph.read("edit_lattices.parquet")
+        parts, kinds = [], []
+        numbers: list[Number] = []
+        for mode in [m for m in select(edits, {"model": model}).intervention if m != "none"]:
+            row = {"model": model, "intervention": mode}
+            t = mode.capitalize()
+            rr = [ph.row(f"CascRate{t}{k}{tag}", "edit_lattices.parquet", row, c, ".4g")
+                  for k, c in (("", "rate_ratio"), ("Lo", "rate_ratio_lo"), ("Hi", "rate_ratio_hi"))]
+            db = [ph.row(f"CascDb{t}{k}{tag}", "edit_lattices.parquet", row, c, ".2g")
+                  for k, c in (("", "d_b_tot"), ("Lo", "d_b_tot_lo"), ("Hi", "d_b_tot_hi"))]
+            rate = rr[1].value > 1 or rr[2].value < 1
+            conn = _excludes_zero(db[1], db[2])
+            kinds.append("both" if rate and conn else "rate" if rate else "connectivity" if conn else "neither")
+            verdict = {"both": "the rate changes, and at matched rates so does the connectivity",
+                       "rate": "the rate changes; at matched rates no change in connectivity is detected",
+                       "connectivity": "no change in the rate is detected, but at matched rates the connectivity "
+                                       "changes",
+                       "neither": "no change is detected in the rate or, at matched rates, in the connectivity"
+                       }[kinds[-1]]
+            parts.append(f"{mode} multiplies the rate at the unedited thresholds by {{}} [{{}}, {{}}] and changes "
+                         f"the rate-matched b_tot by {{}} [{{}}, {{}}]: {verdict}")
+            numbers += rr + db
+        if parts:
+            ph.claim(f"CascEdits{tag}", "+".join(kinds), f"{model}, MA edits from the ME layer on: " + "; ".join(parts),
+                     *numbers)
+        # 4. the ME layer in the lattice: its b_depth change against every other change between adjacent layers
+        change = select(ph.read("me_layer_change.parquet"), {"model": model, "lattice": "standard", "stat": "b_depth"})
+        transition = "into" if change.set_index("transition").change.notna().get("into", False) else "out"
+        row = {"model": model, "lattice": "standard", "stat": "b_depth", "transition": transition}
+        d = [ph.row(f"CascLayer{k}{tag}", "me_layer_change.parquet", row, c, ".3f")
+             for k, c in (("", "change"), ("Lo", "lo"), ("Hi", "hi"))]
+        per_layer = select(ph.read("lattice_layers.parquet"), {"model": model, "lattice": "standard"})
+        steps = np.abs(np.diff(per_layer.sort_values("layer").b_depth.to_numpy()))
+        steps = steps[np.isfinite(steps)]
+        ok = math.isfinite(d[0].value) and len(steps) > 0
+        rank = int((steps > abs(d[0].value) + 1e-12).sum()) + 1 if ok else float("nan")
+        ph.res.numbers[f"CascLayerRank{tag}"] = Number(f"CascLayerRank{tag}", rank, "d",
+                                                      {"artifact": "lattice_layers.parquet", "rank_of": d[0].name},
+                                                      ph.phase)
+        ph.res.numbers[f"CascLayerSteps{tag}"] = Number(f"CascLayerSteps{tag}", len(steps), "d",
+                                                       {"artifact": "lattice_layers.parquet", "count": "b_depth steps"},
+                                                       ph.phase)
+        outcome = ("undetermined" if not ok else
+                   "stands_out" if _excludes_zero(d[1], d[2]) and rank == 1 else "ordinary")
+        step = "from the layer below into it" if transition == "into" else "from it to the layer above (it is the first)"
+        ph.claim(f"CascLayer{tag}", outcome,
+                 f"{model}: b_depth changes by {{}} [{{}}, {{}}] {step}, in size number {{}} of the {{}} changes between "
+                 "adjacent layers: " + {"stands_out": "the ME layer stands out in the lattice",
+                                        "ordinary": "the ME layer does not stand out in the lattice",
+                                        "undetermined": "undetermined"}[outcome],
+                 *d, ph.res.numbers[f"CascLayerRank{tag}"], ph.res.numbers[f"CascLayerSteps{tag}"])
+
+
+def _paired_outcome(nums: list[Number]) -> str:
+    """worse / better / same from (diff, lo, hi, p) of a paired test: the bootstrap interval must exclude 0
+    and Wilcoxon's p be below ALPHA (with few prompts the exact test cannot reach it, and says so)."""
+    _, lo, hi, p = (n.value for n in nums)
+    if not (p < ALPHA):
+        return "same"
+    return "worse" if lo > 0 else "better" if hi < 0 else "same"
+
+
+def _ma_use(ph: _Phase) -> None:
+    rec = ph.read("ma_use.json")
+    tests = ph.read("generation_tests.parquet")
+    probes = ph.read("probes.parquet")
+    for model, tag in zip(ph.models, ("Run", "Other")):
+        if model not in rec["models"]:
+            why = rec["skipped"].get(model) or rec["failures"].get(model) or "not measured"
+            for q in ("Generation", "Transition", "Probes"):
+                ph.claim(f"Use{q}{tag}", "skipped", f"{model}: not measured ({why})")
+            continue
+        # 1. does zeroing the MAs break generation: the continuation's NLL under the unedited model
+        parts, kinds, numbers = [], [], []
+        for kind, label in (("b", "Dataset B prompts"), ("transition", "transition prompts")):
+            row = {"model": model, "kind": kind, "decoding": "greedy", "intervention": "zero", "metric": "cont_nll"}
+            if select(tests, row).empty:
+                continue
+            k = "B" if kind == "b" else "T"
+            nums = [ph.row(f"UseZero{k}{c.capitalize()}{tag}", "generation_tests.parquet", row, c, f)
+                    for c, f in (("diff", ".3g"), ("lo", ".3g"), ("hi", ".3g"), ("p", "p"))]
+            kinds.append(_paired_outcome(nums))
+            parts.append(f"after {label} by {{}} [{{}}, {{}}] nats per token (Wilcoxon p = {{}}: "
+                         + {"worse": "more surprising", "better": "less surprising",
+                            "same": "no significant change"}[kinds[-1]] + ")")
+            numbers += nums
+        if parts:
+            outcome = "+".join(kinds)
+            ph.claim(f"UseGeneration{tag}", outcome,
+                     f"{model}: zeroing the MAs changes how surprising the greedy continuation is to the unedited "
+                     "model " + " and ".join(parts), *numbers)
+        row = {"model": model, "kind": "transition", "decoding": "greedy", "intervention": "zero", "metric": "second_nll"}
+        if not select(tests, row).empty:
+            d = [ph.row(f"UseSecond{c.capitalize()}{tag}", "generation_tests.parquet", row, c, f)
+                 for c, f in (("diff", ".3g"), ("lo", ".3g"), ("hi", ".3g"), ("p", "p"))]
+            outcome = _paired_outcome(d)
+            ph.claim(f"UseTransition{tag}", outcome,
+                     f"{model}: after a context transition, zeroing the MAs changes the loss on the second passage by "
+                     "{} [{}, {}] nats per token (p = {}): "
+                     + {"worse": "the model loses track across the transition",
+                        "better": "the second passage becomes easier to predict",
+                        "same": "no significant change"}[outcome], *d)
+        # 2. what is linearly decodable from the MA dims beyond token identity
+        sel = select(probes, {"model": model, "group": "ma", "features": "ma_dims", "probe": "linear"})
+        if sel.empty:
+            ph.claim(f"UseProbes{tag}", "none", f"{model}: no target varies across the MA tokens, so nothing was probed")
+            continue
+        scored = sel[sel.selectivity.notna()]
+        best = scored.loc[scored.selectivity.idxmax()] if len(scored) else sel.loc[sel.acc.fillna(-1).idxmax()]
+        row = {"model": model, "group": "ma", "features": "ma_dims", "probe": "linear", "layer": int(best.layer),
+               "target": best.target}
+        nums = [ph.row(f"UseProbe{c.capitalize()}{tag}", "probes.parquet", row, c, ".2f")
+                for c in ("acc", "lo", "majority", "selectivity")]
+        above = nums[1].value > nums[2].value  # the interval's lower end clears the majority baseline
+        outcome = "decodable" if above and nums[3].value > 0.05 else "not_decodable"
+        ph.claim(f"UseProbes{tag}", outcome,
+                 f"{model}: the most selective linear probe of the MA dims at the MA token reads {best.target} at layer "
+                 f"{int(best.layer)} with accuracy {{}} (lower 95% bound {{}}) against a majority baseline of {{}} "
+                 "and a selectivity of {}: "
+                 + ("the MA dims carry it beyond token identity" if outcome == "decodable" else
+                    "nothing is decodable from the MA dims beyond the baseline and token identity"), *nums)
+
+
 COLLECTORS: dict[str, Callable[[_Phase], None]] = {
     "00_data_and_model": _data, "01_event_lattice": _lattice, "02_avalanches": _avalanches,
     "03_gain_sweep": _sweep, "04_gstar": _gstar, "05_replication": _replication, "06_massive": _massive,
-    "07_training_dynamics": _training}
+    "07_training_dynamics": _training, "08_cascades_and_mas": _cascades,
+    "09_ma_in_use": _ma_use}
 
 
 def models_of(p) -> list[str]:

@@ -204,7 +204,11 @@ def _resume(run_dir: Path, params, requested: list[str] | None) -> list[str]:
     if not run_dir.is_dir():
         raise provenance.RunExistsError(f"--resume: run {run_dir} does not exist")
     recorded = yaml.safe_load((run_dir / P.PARAMS_FILE).read_text())
-    changed = sorted(k for k in set(recorded) | set(params) if recorded.get(k) != params.get(k))
+    # a key the run's params lack came with a newer avalanche-nb (e.g. with a new phase): at its default it
+    # changes nothing the run has done, so such a run can still be completed
+    defaults = P.defaults()
+    changed = sorted(k for k in set(recorded) | set(params)
+                     if recorded.get(k, defaults.get(k)) != params.get(k, defaults.get(k)))
     if changed:
         raise P.ParamsError(f"--resume: params differ from run {run_dir.name}'s in {', '.join(changed)}; "
                             "start a new run instead")

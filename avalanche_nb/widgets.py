@@ -333,17 +333,21 @@ class Explorer:
 
 def explore(run_id: str | None = None, *, run_dir: str | Path | None = None, runs: str | Path | None = None,
             model: str | None = None, g: float = 1.0, spike_def: str = "pos", mode: str = "rate_matched",
-            adjacency: str | None = None, seq: int = 0, cache: bool = True, **params: Any) -> Explorer:
+            adjacency: str | None = None, seq: int = 0, cache: bool = True, lattice: str = "standard",
+            **params: Any) -> Explorer:
     """Open the explorer on a run (``run_id`` under ``runs``, default ``outputs/runs``, or ``run_dir``) or
     on ``model`` computed live (``params``: any params key, e.g. ``n_sequences=4, gains=[...]``; the
-    result is cached). Exactly one source must be given."""
+    result is cached). Exactly one source must be given. ``lattice="first_token"`` shows a run's phase-08
+    lattices, which keep the first token (the MA token of the embedded models)."""
     given = [name for name, v in (("run_id", run_id), ("run_dir", run_dir), ("model", model)) if v]
     if len(given) != 1:
         raise ValueError(f"give exactly one of run_id, run_dir or model (got {given or 'none'})")
     if params and not model:
         raise ValueError(f"params {sorted(params)} apply to a live model only")
+    if model and lattice != "standard":
+        raise ValueError("lattice= picks a run's lattices; a live model takes exclude_first_token=False instead")
     if model:
         stack = live_stack.compute(model, cache=cache, **params)
     else:
-        stack = gs.from_run(run_dir if run_dir else gs.find_run(run_id, runs))
+        stack = gs.from_run(run_dir if run_dir else gs.find_run(run_id, runs), lattice)
     return Explorer(stack, g=g, spike_def=spike_def, mode=mode, adjacency=adjacency, seq=seq)

@@ -18,9 +18,9 @@ def test_cli_errors_exit_nonzero_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown params key 'n_sequencs'" in err and "n_sequences" in err
     assert not (tmp_path / "runs").exists()
-    assert cli.main(["run", "--params", str(params_file(tmp_path, 0)), "--phases", "09",
+    assert cli.main(["run", "--params", str(params_file(tmp_path, 0)), "--phases", "99",
                      "--out", str(tmp_path / "runs")]) == 2
-    assert "unknown phase '09'" in capsys.readouterr().err
+    assert "unknown phase '99'" in capsys.readouterr().err
 
 
 def test_list_verify_params_import_no_torch(tmp_path):

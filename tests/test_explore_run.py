@@ -28,6 +28,20 @@ def test_curves_equal_the_sweep_table(run_dir):
             np.testing.assert_allclose(sig[col], rows[col], rtol=1e-12, err_msg=f"{d} {m} {col}")
 
 
+def test_the_first_token_lattice_of_phase_08(run_dir):
+    stack = widgets.explore(run_dir=run_dir, lattice="first_token").scrubber.stack
+    standard = gs.from_run(run_dir)
+    assert stack.valid.all() and not standard.valid[:, 0].any()  # the first token is in, and only there
+    np.testing.assert_array_equal(stack.tokens, standard.tokens)
+    np.testing.assert_array_equal(stack.g, standard.g)
+    g1 = stack.gain_index(1.0)
+    # at g = 1 each layer holds its target number of spikes over the lattice's own (larger) set of sites
+    rates = gs.layer_rates(stack.lattice("pos", "rate_matched", g1), stack.valid, stack.d_ff)
+    assert np.abs(rates - stack.target_rate).max() <= 1.0 / (stack.valid.sum() * stack.d_ff) + 1e-12
+    with pytest.raises(ValueError, match="unknown lattice"):
+        gs.from_run(run_dir, "first")
+
+
 def test_token_labels_are_the_tokenizer_s(run_dir, smol):
     stack = gs.from_run(run_dir)
     for n in range(stack.shape[1]):

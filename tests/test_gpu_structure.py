@@ -26,14 +26,15 @@ pytestmark = pytest.mark.slow
 
 #: sizes only: slices, windows, batch sizes, steps, draws the issue allows to reduce, the gain count
 SIZES = {
-    "device": "cpu", "torch_threads": 2, "batch_size": 4, "window": 24, "n_sequences": 3, "n_calibration": 3,
+    "device": "cpu", "torch_threads": 2, "batch_size": 4, "window": 16, "n_sequences": 2, "n_calibration": 2,
     "n_sequences_b": 2, "gains": [1.0, 1.1], "gstar_limits": [0.9, 1.2], "rigidity_controls": 1, "gof_draws": 5, "bootstrap_draws": 20,
     "arc_grid_limit": 2, "arc_full": False, "score_batch_size": 8, "ma_probe_sequences": 2,
     "ma_calibration_sequences": 2, "rigidity_arc_limit": 1, "train_architectures": ["4x16x4x4", "8x16x4x4", "12x24x12x4"],
     "train_steps": 8, "train_checkpoint_every": 4, "train_batch_size": 2, "train_window": 16, "train_warmup": 2,
-    "train_tokens": 5000, "train_probe_sequences": 2, "progress": False,
+    "train_tokens": 5000, "train_probe_sequences": 2, "gen_prompts": 2, "gen_prompt_tokens": 8, "gen_tokens": 4,
+    "probe_windows": 12, "probe_window": 8, "probe_max_tokens": 40, "probe_folds": 2, "progress": False,
 }
-CHUNK_MB = 0.5  # 3 x 24 x 30 sites x 16 B per site and draw: 36 draws per chunk, 200 draws in 6 chunks
+CHUNK_MB = 0.3  # 2 x 16 x 30 sites x 16 B per site and draw: 20 draws per chunk, 200 draws in 10 chunks
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +82,7 @@ def test_every_phase_finishes_and_gstar_is_written(gpu_run):
     assert me["failures"] == {}
     losses = pd.read_parquet(run_dir / "07_training_dynamics" / "losses.parquet")
     assert losses.model.nunique() == 3
+    cascades = json.loads((run_dir / "08_cascades_and_mas" / "cascades.json").read_text())
+    assert cascades["failures"] == {} and set(cascades["models"]) | set(cascades["skipped"]) == set(p["replication_models"])
+    use = json.loads((run_dir / "09_ma_in_use" / "ma_use.json").read_text())
+    assert use["failures"] == {} and set(use["models"]) | set(use["skipped"]) == set(p["replication_models"])

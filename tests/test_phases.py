@@ -13,4 +13,4 @@ def test_the_registry_is_consistent():
             assert phases.names().index(phases.producer(r).name) < phases.names().index(p.name)
     assert phases.get("03").name == "03_gain_sweep"
     with pytest.raises(KeyError, match="unknown phase"):
-        phases.get("09")
+        phases.get("99")

@@ -150,3 +150,96 @@ def test_a_sentence_is_capitalised_but_symbols_and_model_ids_keep_their_spelling
     assert results.sentence("g* = 0.9 lies at the grid limit") == "g* = 0.9 lies at the grid limit"
     assert results.sentence("smollm2-135m-instruct: the ME layer is 3") == "smollm2-135m-instruct: the ME layer is 3"
     assert results.sentence("gemma3-270m: no MA") == "gemma3-270m: no MA"
+
+
+# --------------------------------------------------------------------------- 08: cascades meet MAs
+
+
+def cascade_artifacts(ma=(800.0, 1000.0, 1200.0), me_layers=(3, 3, 3), starts=(0.1, 0.05, 0.08), zero=((3.0, 2.5, 3.5), (0.1, 0.05, 0.15)),
+                      b_depth=(-0.05, -0.08, -0.02), per_layer=(0.5, 0.5, 0.51, 0.46, 0.47), skipped_other=False):
+    gain = pd.DataFrame({"model": "m1", "scope": "all", "g": [0.5, 1.0, 1.5], "ma_me": list(ma),
+                         "me_layer_sun": pd.array(list(me_layers), dtype="Int64")})
+    obs, lo, hi = starts
+    shares = pd.DataFrame([{"model": "m1", "site": "ma_token", "measure": m, "observed": obs if m == "starts" else 0.1,
+                            "null_mean": (lo + hi) / 2 if m == "starts" else 0.05, "null_lo": lo, "null_hi": hi,
+                            "z": 2.0} for m in ("spikes", "sites", "starts")])
+    (r, r_lo, r_hi), (d, d_lo, d_hi) = zero
+    edits = pd.DataFrame([{"model": "m1", "intervention": "none", "rate_ratio": 1.0, "rate_ratio_lo": 1.0,
+                           "rate_ratio_hi": 1.0, "d_b_tot": 0.0, "d_b_tot_lo": 0.0, "d_b_tot_hi": 0.0},
+                          {"model": "m1", "intervention": "zero", "rate_ratio": r, "rate_ratio_lo": r_lo,
+                           "rate_ratio_hi": r_hi, "d_b_tot": d, "d_b_tot_lo": d_lo, "d_b_tot_hi": d_hi}])
+    change = pd.DataFrame([{"model": "m1", "lattice": "standard", "stat": "b_depth", "transition": t, "change": c,
+                            "lo": lo, "hi": hi} for t, (c, lo, hi) in (("into", b_depth), ("out", (0.0, -0.1, 0.1)))])
+    layers = pd.DataFrame({"model": "m1", "lattice": "standard", "layer": range(5), "b_depth": list(per_layer)})
+    models = {"m1": {"me_layer": 3, "ma_pos": 0}}
+    skipped = {"m2": "no ME layer in phase 06: ratio 40 at most"} if skipped_other else {}
+    if not skipped_other:
+        models["m2"] = {"me_layer": 0, "ma_pos": 0}
+        gain = pd.concat([gain, gain.assign(model="m2", me_layer_sun=pd.array([0, 0, 0], dtype="Int64"))])
+        shares = pd.concat([shares, shares.assign(model="m2")])
+        edits = pd.concat([edits, edits.assign(model="m2")])
+        nan = float("nan")
+        change = pd.concat([change, change.assign(model="m2", change=[nan, 0.2], lo=[nan, 0.1], hi=[nan, 0.3])])
+        layers = pd.concat([layers, layers.assign(model="m2", b_depth=[0.3, 0.5, 0.52, 0.5, 0.49])])
+    return {"cascades.json": {"models": models, "skipped": skipped, "failures": {}},
+            "me_layer.json": {"criterion": "sun"}, "gain_ma.parquet": gain, "site_shares.parquet": shares,
+            "edit_lattices.parquet": edits, "me_layer_change.parquet": change, "lattice_layers.parquet": layers}
+
+
+def test_cascade_claims_follow_the_data():
+    c = claims("08_cascades_and_mas", cascade_artifacts())
+    assert c["CascGainRun"].outcome == "fixed" and "stays at layer 3" in c["CascGainRun"].markdown
+    assert c["CascSitesRun"].outcome == "over" and "reach the MA token (the first token" in c["CascSitesRun"].markdown
+    assert c["CascEditsRun"].outcome == "both" and "zero multiplies the rate" in c["CascEditsRun"].markdown
+    # b_depth 0.51 -> 0.46 into layer 3: the largest of the 4 steps, and its interval excludes 0
+    assert c["CascLayerRun"].outcome == "stands_out" and "number 1 of the 4 changes" in c["CascLayerRun"].markdown
+    # the ME layer is the first layer of m2: the change out of it is read instead (0.2, the largest step)
+    assert c["CascLayerOther"].outcome == "stands_out" and "to the layer above" in c["CascLayerOther"].markdown
+    # the opposite outcomes
+    c = claims("08_cascades_and_mas", cascade_artifacts(me_layers=(None, 3, 3), starts=(0.06, 0.05, 0.08),
+                                                         zero=((3.0, 2.5, 3.5), (0.01, -0.02, 0.04)),
+                                                         per_layer=(0.2, 0.5, 0.51, 0.46, 0.47), skipped_other=True))
+    assert c["CascGainRun"].outcome == "vanishes"
+    assert c["CascSitesRun"].outcome == "as_null" and "within what N2 gives" in c["CascSitesRun"].markdown
+    assert c["CascEditsRun"].outcome == "rate" and "no change in connectivity is detected" in c["CascEditsRun"].markdown
+    assert c["CascLayerRun"].outcome == "ordinary" and "number 2 of the 4" in c["CascLayerRun"].markdown
+    assert c["CascGainOther"].outcome == "skipped" and "no ME layer" in c["CascGainOther"].markdown
+    assert claims("08_cascades_and_mas", cascade_artifacts(me_layers=(4, 3, 3)))["CascGainRun"].outcome == "moves"
+    assert claims("08_cascades_and_mas", cascade_artifacts(starts=(0.01, 0.05, 0.08)))["CascSitesRun"].outcome == "under"
+    c = claims("08_cascades_and_mas", cascade_artifacts(zero=((1.0, 0.9, 1.1), (0.1, 0.05, 0.15))))
+    assert c["CascEditsRun"].outcome == "connectivity"
+    c = claims("08_cascades_and_mas", cascade_artifacts(b_depth=(float("nan"),) * 3, skipped_other=True))
+    assert c["CascLayerRun"].outcome == "ordinary"  # into is NaN: the change out of the layer is read
+
+
+# --------------------------------------------------------------------------- 09: MAs in use
+
+
+def use_artifacts(diff=(9.0, 7.0, 11.0, 0.008), second=(0.4, 0.1, 0.8, 0.008), probe=(0.9, 0.8, 0.5, 0.3)):
+    rows = []
+    for kind in ("b", "transition"):
+        for metric, vals in (("cont_nll", diff), ("second_nll", second)):
+            d, lo, hi, p = vals
+            rows.append({"model": "m1", "kind": kind, "decoding": "greedy", "intervention": "zero", "metric": metric,
+                         "diff": d, "lo": lo, "hi": hi, "p": p})
+    acc, lo, major, sel = probe
+    probes = pd.DataFrame([{"model": "m1", "group": "ma", "features": "ma_dims", "probe": "linear", "layer": 3,
+                            "target": "next_class", "acc": acc, "lo": lo, "majority": major, "selectivity": sel},
+                           {"model": "m1", "group": "ma", "features": "ma_dims", "probe": "linear", "layer": 3,
+                            "target": "token_class", "acc": 0.5, "lo": 0.4, "majority": 0.5, "selectivity": float("nan")}])
+    return {"ma_use.json": {"models": {"m1": {}}, "skipped": {"m2": "no ME layer"}, "failures": {}},
+            "generation_tests.parquet": pd.DataFrame(rows), "probes.parquet": probes}
+
+
+def test_ma_use_claims_follow_the_data():
+    c = claims("09_ma_in_use", use_artifacts())
+    assert c["UseGenerationRun"].outcome == "worse+worse" and "more surprising" in c["UseGenerationRun"].markdown
+    assert c["UseTransitionRun"].outcome == "worse" and "loses track" in c["UseTransitionRun"].markdown
+    assert c["UseProbesRun"].outcome == "decodable" and "reads next_class at layer 3" in c["UseProbesRun"].markdown
+    assert c["UseGenerationOther"].outcome == "skipped"
+    # an interval that excludes 0 is not enough when Wilcoxon's p is not below 0.05 (few prompts)
+    c = claims("09_ma_in_use", use_artifacts(diff=(9.0, 7.0, 11.0, 0.25), second=(-0.5, -0.9, -0.1, 0.01),
+                                             probe=(0.6, 0.45, 0.5, 0.3)))
+    assert c["UseGenerationRun"].outcome == "same+same" and "no significant change" in c["UseGenerationRun"].markdown
+    assert c["UseTransitionRun"].outcome == "better"
+    assert c["UseProbesRun"].outcome == "not_decodable"

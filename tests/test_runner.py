@@ -77,6 +77,22 @@ def test_a_phase_whose_inputs_are_missing_is_refused_at_once(tmp_path, notebooks
     runner.check_inputs(["03_gain_sweep", "04_gstar"], ["00_data_and_model", "01_event_lattice"])  # 03 comes first
 
 
+def test_resume_accepts_a_run_made_before_a_key_existed_only_at_its_default(tmp_path, notebooks):
+    import yaml
+
+    out = tmp_path / "runs"
+    run_dir = runner.run(params_file(tmp_path, 1), phases="00", out=out, run_id="r", notebooks=notebooks)
+    recorded = yaml.safe_load((run_dir / P.PARAMS_FILE).read_text())
+    del recorded["position_buckets"]  # as a run made by an avalanche-nb without phase 08 has it
+    (run_dir / P.PARAMS_FILE).write_text(yaml.safe_dump(recorded))
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(params_file(tmp_path, 1).read_text() + "position_buckets: [1, 8]\n")
+    with pytest.raises(P.ParamsError, match="params differ .* position_buckets"):
+        runner.run(changed, phases="01", out=out, run_id="r", notebooks=notebooks, resume=True)
+    runner.run(params_file(tmp_path, 1), phases="01", out=out, run_id="r", notebooks=notebooks, resume=True)
+    assert runner.finished(run_dir) == ["00_data_and_model", "01_event_lattice"]
+
+
 def test_resume_alone_runs_what_the_run_lacks_under_the_same_params(tmp_path, notebooks):
     out = tmp_path / "runs"
     run_dir = runner.run(params_file(tmp_path, 1), phases="00", out=out, run_id="r", notebooks=notebooks)
