@@ -397,34 +397,48 @@ def layer_change(counts: np.ndarray, valid: np.ndarray, d_ff: int, layer: int, *
     change ``into`` it (from ``layer - 1``) and ``out`` of it (to ``layer + 1``), with the 95% interval of a
     bootstrap over sequences (NaN where the neighbour does not exist or the ratio is undefined).
 
-    Rows: stat, transition, layer_from, layer_to, before, after, change, lo, hi.
+    Rows: stat, transition, layer_from, layer_to, before, after, change, lo, hi, and ``rank`` of the change's
+    size among the ``n_steps`` changes between any two adjacent layers of that statistic (1: the largest).
     """
     N, T, L = counts.shape
     X = av.occupancy(counts, valid)
     parts = _per_layer_parts(X, counts, valid, d_ff)
     W = bootstrap_weights(N, bootstrap_draws, seed)
     cols = valid.all(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        profiles = {stat: num.sum(0) / den.sum(0) for stat, (num, den) in parts.items()}
+    profiles["mr_m"] = np.array([r["mr_m"] for r in multistep.mr_branching_many([counts[:, cols, l] for l in range(L)])])
     rows = []
     for transition, (a, b) in (("into", (layer - 1, layer)), ("out", (layer, layer + 1))):
         keys = {"transition": transition, "layer_from": a, "layer_to": b}
         if a < 0 or b >= L:
             for stat in ("rate", "b_time", "b_depth", "mr_m"):
                 rows.append({"stat": stat, **keys, "before": np.nan, "after": np.nan, "change": np.nan,
-                             "lo": np.nan, "hi": np.nan})
+                             "lo": np.nan, "hi": np.nan, **_step_rank(profiles[stat], np.nan)})
             continue
         with np.errstate(divide="ignore", invalid="ignore"):
             for stat, (num, den) in parts.items():
                 va, vb = num[:, a].sum() / den[:, a].sum(), num[:, b].sum() / den[:, b].sum()
                 boot = (W @ num[:, b]) / (W @ den[:, b]) - (W @ num[:, a]) / (W @ den[:, a])
                 rows.append({"stat": stat, **keys, "before": va, "after": vb, "change": vb - va,
-                             **_interval(boot)})
+                             **_interval(boot), **_step_rank(profiles[stat], vb - va)})
         series = [counts[:, cols, a], counts[:, cols, b]]
         va, vb = (r["mr_m"] for r in multistep.mr_branching_many(series))
         resampled = [s[np.repeat(np.arange(N), w)] for w in W for s in series]
         fits = [r["mr_m"] for r in multistep.mr_branching_many(resampled)]
         boot = np.asarray(fits[1::2]) - np.asarray(fits[0::2])
-        rows.append({"stat": "mr_m", **keys, "before": va, "after": vb, "change": vb - va, **_interval(boot)})
+        rows.append({"stat": "mr_m", **keys, "before": va, "after": vb, "change": vb - va, **_interval(boot),
+                     **_step_rank(profiles["mr_m"], vb - va)})
     return pd.DataFrame(rows)
+
+
+def _step_rank(profile: np.ndarray, change: float) -> dict[str, float]:
+    """Where a change between adjacent layers stands among all of a per-layer ``profile``'s: ``rank`` (1: the
+    largest in size; NaN when the change is undefined) of the ``n_steps`` defined steps."""
+    steps = np.abs(np.diff(np.asarray(profile, float)))
+    steps = steps[np.isfinite(steps)]
+    rank = float((steps > abs(change) + 1e-12).sum() + 1) if np.isfinite(change) and len(steps) else np.nan
+    return {"rank": rank, "n_steps": int(len(steps))}
 
 
 def _interval(boot: np.ndarray, prefix: str = "") -> dict[str, float]:

@@ -355,9 +355,11 @@ PHASES: tuple[Phase, ...] = (
                     model="str")),
         Table("me_layer_change.parquet", "Per (model, lattice, `stat` = rate / b_time / b_depth / mr_m, `transition` "
               "= into the ME layer / out of it): the values at `layer_from` and `layer_to`, their `change` and its "
-              "95% bootstrap interval over sequences (NaN where the neighbour layer does not exist).",
+              "95% bootstrap interval over sequences (NaN where the neighbour layer does not exist), and the "
+              "change's `rank` in size among the `n_steps` changes between any two adjacent layers (1: largest).",
               _keys(stat="str", transition="str", layer_from="int", layer_to="int", before="float?", after="float?",
-                    change="float?", lo="float?", hi="float?", lattice="str", model="str")),
+                    change="float?", lo="float?", hi="float?", rank="float?", n_steps="int", lattice="str",
+                    model="str")),
         Record("cascades.json", "Per model (`models`): the MA sites used (`me_layer`, `ma_pos`, `ma_dims` from "
                "phase 06), `d_ff`, `n_layers`, the number of secondary-outlier sites, the pooled outlier-spike "
                "correlation; `skipped` (model -> why: no ME layer, or the model failed in phase 06) and `failures`.",

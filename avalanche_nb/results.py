@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from . import artifacts, phases
 
 #: LaTeX-safe section names of the phases (macro names may hold letters only)
@@ -414,8 +412,8 @@ def _cascades(ph: _Phase) -> None:
         at = {}
         for key, g in (("Low", g_lo), ("One", 1.0), ("High", g_hi)):
             at[key] = ph.row(f"CascMa{key}{tag}", "gain_ma.parquet", {"model": model, "scope": "all", "g": g}, "ma_me")
-        ph.res.numbers[f"CascGainLow{tag}"] = Number(f"CascGainLow{tag}", g_lo, "g", {"params": "gains"}, ph.phase)
-        ph.res.numbers[f"CascGainHigh{tag}"] = Number(f"CascGainHigh{tag}", g_hi, "g", {"params": "gains"}, ph.phase)
+        for key, how in (("Low", "min"), ("High", "max")):
+            ph.row(f"CascGain{key}{tag}", "gain_ma.parquet", {"model": model, "scope": "all"}, "g", "g", reduce=how)
         rule = ph.read("me_layer.json")["criterion"]
         found = gain[f"me_layer_{rule}"]
         where = found.dropna().astype(int).unique().tolist()
@@ -482,19 +480,11 @@ def _cascades(ph: _Phase) -> None:
         row = {"model": model, "lattice": "standard", "stat": "b_depth", "transition": transition}
         d = [ph.row(f"CascLayer{k}{tag}", "me_layer_change.parquet", row, c, ".3f")
              for k, c in (("", "change"), ("Lo", "lo"), ("Hi", "hi"))]
-        per_layer = select(ph.read("lattice_layers.parquet"), {"model": model, "lattice": "standard"})
-        steps = np.abs(np.diff(per_layer.sort_values("layer").b_depth.to_numpy()))
-        steps = steps[np.isfinite(steps)]
-        ok = math.isfinite(d[0].value) and len(steps) > 0
-        rank = int((steps > abs(d[0].value) + 1e-12).sum()) + 1 if ok else float("nan")
-        ph.res.numbers[f"CascLayerRank{tag}"] = Number(f"CascLayerRank{tag}", rank, "d",
-                                                      {"artifact": "lattice_layers.parquet", "rank_of": d[0].name},
-                                                      ph.phase)
-        ph.res.numbers[f"CascLayerSteps{tag}"] = Number(f"CascLayerSteps{tag}", len(steps), "d",
-                                                       {"artifact": "lattice_layers.parquet", "count": "b_depth steps"},
-                                                       ph.phase)
+        rank = ph.row(f"CascLayerRank{tag}", "me_layer_change.parquet", row, "rank", "d")
+        ph.row(f"CascLayerSteps{tag}", "me_layer_change.parquet", row, "n_steps", "d")
+        ok = math.isfinite(d[0].value) and math.isfinite(rank.value)
         outcome = ("undetermined" if not ok else
-                   "stands_out" if _excludes_zero(d[1], d[2]) and rank == 1 else "ordinary")
+                   "stands_out" if _excludes_zero(d[1], d[2]) and rank.value == 1 else "ordinary")
         step = "from the layer below into it" if transition == "into" else "from it to the layer above (it is the first)"
         ph.claim(f"CascLayer{tag}", outcome,
                  f"{model}: b_depth changes by {{}} [{{}}, {{}}] {step}, in size number {{}} of the {{}} changes between "

@@ -315,6 +315,8 @@ def test_layer_change_equals_per_layer_ratios():
     assert t.loc[("mr_m", "into"), "change"] == pytest.approx(mr[1] - mr[0])
     r = t.loc[("b_time", "into")]
     assert r.lo <= r.change <= r.hi
+    steps = np.abs(np.diff(b["b_time_per_layer"]))  # the change's rank among every adjacent-layer change
+    assert r.n_steps == 3 and r["rank"] == 1 + (steps > abs(r.change) + 1e-12).sum()
     first = ml.layer_change(counts, valid, 10, 0, bootstrap_draws=5, seed=0)
     assert first[first.transition == "into"][["before", "change", "lo"]].isna().all().all()
 

@@ -168,8 +168,13 @@ def cascade_artifacts(ma=(800.0, 1000.0, 1200.0), me_layers=(3, 3, 3), starts=(0
                            "rate_ratio_hi": 1.0, "d_b_tot": 0.0, "d_b_tot_lo": 0.0, "d_b_tot_hi": 0.0},
                           {"model": "m1", "intervention": "zero", "rate_ratio": r, "rate_ratio_lo": r_lo,
                            "rate_ratio_hi": r_hi, "d_b_tot": d, "d_b_tot_lo": d_lo, "d_b_tot_hi": d_hi}])
+    def rank(c):  # as ma_lattice.layer_change records it
+        steps = np.abs(np.diff(per_layer))
+        return float((steps > abs(c) + 1e-12).sum() + 1) if np.isfinite(c) else np.nan
+
     change = pd.DataFrame([{"model": "m1", "lattice": "standard", "stat": "b_depth", "transition": t, "change": c,
-                            "lo": lo, "hi": hi} for t, (c, lo, hi) in (("into", b_depth), ("out", (0.0, -0.1, 0.1)))])
+                            "lo": lo, "hi": hi, "rank": rank(c), "n_steps": len(per_layer) - 1}
+                           for t, (c, lo, hi) in (("into", b_depth), ("out", (0.0, -0.1, 0.1)))])
     layers = pd.DataFrame({"model": "m1", "lattice": "standard", "layer": range(5), "b_depth": list(per_layer)})
     models = {"m1": {"me_layer": 3, "ma_pos": 0}}
     skipped = {"m2": "no ME layer in phase 06: ratio 40 at most"} if skipped_other else {}
@@ -179,7 +184,8 @@ def cascade_artifacts(ma=(800.0, 1000.0, 1200.0), me_layers=(3, 3, 3), starts=(0
         shares = pd.concat([shares, shares.assign(model="m2")])
         edits = pd.concat([edits, edits.assign(model="m2")])
         nan = float("nan")
-        change = pd.concat([change, change.assign(model="m2", change=[nan, 0.2], lo=[nan, 0.1], hi=[nan, 0.3])])
+        change = pd.concat([change, change.assign(model="m2", change=[nan, 0.2], lo=[nan, 0.1], hi=[nan, 0.3],
+                                                  rank=[nan, 1.0])])
         layers = pd.concat([layers, layers.assign(model="m2", b_depth=[0.3, 0.5, 0.52, 0.5, 0.49])])
     return {"cascades.json": {"models": models, "skipped": skipped, "failures": {}},
             "me_layer.json": {"criterion": "sun"}, "gain_ma.parquet": gain, "site_shares.parquet": shares,
