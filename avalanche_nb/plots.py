@@ -379,7 +379,7 @@ def layer_bucket_heatmap(table, value: str, title: str, buckets: Sequence[str]) 
     return fig
 
 
-def paired_differences(tests, title: str) -> go.Figure:
+def paired_differences(tests, title: str, yaxis: str = "edit - none") -> go.Figure:
     """Mean paired difference (edit minus none) per edit, one bar group per ``series``, with 95% intervals
     (columns intervention, series, diff, lo, hi)."""
     fig = go.Figure()
@@ -388,7 +388,7 @@ def paired_differences(tests, title: str) -> go.Figure:
                              error_y=dict(type="data", symmetric=False, array=sel.hi - sel["diff"],
                                           arrayminus=sel["diff"] - sel.lo)))
     fig.add_hline(y=0, line_color="grey")
-    fig.update_layout(title=title, xaxis_title="edit", yaxis_title="edit - none", barmode="group", height=360)
+    fig.update_layout(title=title, xaxis_title="edit", yaxis_title=yaxis, barmode="group", height=360)
     return fig
 
 

@@ -503,6 +503,48 @@ def _paired_outcome(nums: list[Number]) -> str:
     return "worse" if lo > 0 else "better" if hi < 0 else "same"
 
 
+#: the math tasks' metrics, as the claims name them
+TASK_METRICS = {"bpb": "bits per byte", "correct": "accuracy", "correct_per_char": "accuracy per character",
+                "correct_per_token": "accuracy per token"}
+
+
+def _math_rigidity(ph: _Phase, model: str, tag: str, me_layer: int) -> None:
+    """Part 3 of phase 09: does the rigidity reduction at the ME layer help a math task, training-free and
+    after fine-tuning, and more than at the control layers (rigidity_task_tests.parquet)."""
+    tests = ph.read("rigidity_task_tests.parquet")
+    for setting, label in (("pretrained", "training-free, edit minus none"),
+                           ("finetuned", "after a LoRA fine-tune with the edit in place, minus one without it")):
+        me = select(tests, {"model": model, "setting": setting, "applied": me_layer, "against": -1})
+        key = f"MathRigidity{setting.capitalize()}{tag}"
+        if me.empty:
+            ph.claim(key, "none", f"{model}: the rigidity reduction at the ME layer was not scored {label.split(',')[0]}")
+            continue
+        alpha, rate = me.alpha.iloc[0], me.mask_rate.iloc[0]
+        parts, numbers, helped, hurt, specific = [], [], [], [], []
+        for i, task in enumerate(me.task.unique()):
+            row = {"model": model, "setting": setting, "task": task, "applied": me_layer, "against": -1,
+                   "alpha": alpha, "mask_rate": rate}
+            letter = "ABCDEFGHIJ"[i]
+            nums = [ph.row(f"MathRig{setting.capitalize()[:3]}{letter}{c.capitalize()}{tag}", "rigidity_task_tests.parquet",
+                           row, c, f) for c, f in (("diff", ".3g"), ("lo", ".3g"), ("hi", ".3g"), ("p", "p"))]
+            r = select(tests, row).iloc[0]
+            mine = select(tests, {k: v for k, v in row.items() if k != "against"})
+            controls = mine[mine.against >= 0]
+            helped += [task] if r.better else []
+            hurt += [task] if r.worse else []
+            if r.better and len(controls) and controls.better.all():
+                specific.append(task)
+            parts.append(f"{task.split('/')[0]} {TASK_METRICS.get(r.metric, r.metric)} {{}} [{{}}, {{}}] (p = {{}})")
+            numbers += nums
+        outcome = ("helps_me_layer" if specific else "helps" if helped else "hurts" if hurt else "none")
+        verdict = {"helps_me_layer": f"it helps {', '.join(specific)} and more than at every control layer",
+                   "helps": f"it helps {', '.join(helped)}, but not more than at the control layers",
+                   "hurts": f"it hurts {', '.join(hurt)} and helps nothing measured",
+                   "none": "no measurable change on these models and documents"}[outcome]
+        ph.claim(key, outcome, f"{model}: rigidity reduction at the ME layer (layer {me_layer}, alpha {alpha:g}, mask "
+                 f"rate {rate:g}) {label}: " + "; ".join(parts) + f": {verdict}", *numbers)
+
+
 def _ma_use(ph: _Phase) -> None:
     rec = ph.read("ma_use.json")
     tests = ph.read("generation_tests.parquet")
@@ -510,9 +552,11 @@ def _ma_use(ph: _Phase) -> None:
     for model, tag in zip(ph.models, ("Run", "Other")):
         if model not in rec["models"]:
             why = rec["skipped"].get(model) or rec["failures"].get(model) or "not measured"
-            for q in ("Generation", "Transition", "Probes"):
-                ph.claim(f"Use{q}{tag}", "skipped", f"{model}: not measured ({why})")
+            for q in ("Generation", "Transition", "Probes", "MathRigidityPretrained", "MathRigidityFinetuned"):
+                ph.claim(f"Use{q}{tag}" if not q.startswith("Math") else f"{q}{tag}", "skipped",
+                         f"{model}: not measured ({why})")
             continue
+        _math_rigidity(ph, model, tag, int(rec["models"][model]["me_layer"]))
         # 1. does zeroing the MAs break generation: the continuation's NLL under the unedited model
         parts, kinds, numbers = [], [], []
         for kind, label in (("b", "Dataset B prompts"), ("transition", "transition prompts")):

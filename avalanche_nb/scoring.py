@@ -257,6 +257,72 @@ def _full_hidden(model: nn.Module, chunk: Sequence[Prompt], owner: list[int], co
                             use_cache=False).last_hidden_state
 
 
+def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix every sequence of ``seqs`` starts with."""
+    n = min(map(len, seqs))
+    first = seqs[0]
+    for s in seqs[1:]:
+        n = next((i for i in range(n) if s[i] != first[i]), n)
+    return n
+
+
+@torch.no_grad()
+def shared_prefix_loglik(model: nn.Module, prompts: Sequence[Prompt], *, score_batch_size: int) -> np.ndarray:
+    """As :func:`continuation_loglik` (g = 1), with the contexts' common token prefix (a few-shot block)
+    run once: float64 [R] summed log-likelihoods (nats) of every continuation, in prompt order.
+
+    The prefix runs as a fresh pass (edits of :mod:`interventions` act on it); each batch of
+    ``score_batch_size`` distinct inputs (the rest of a context and a continuation's inputs; the choices
+    of one token share one) then runs after a copy of the prefix's key/value cache, right-padded, positions continuing
+    the prefix's. That pass is not fresh, so edits at positions past the prefix would not act: callers
+    edit only inside it (the MA token). The prefix itself is never padded, so it is exact also under
+    sliding-window attention (ordinary chunked prefill, see :func:`_cache_is_exact`). At least one
+    context token of every prompt stays outside the prefix: it predicts the continuation's first token.
+    """
+    import copy
+
+    _check_prompts(prompts)
+    P = min(_common_prefix([p.context for p in prompts]), min(len(p.context) for p in prompts) - 1)
+    if P < 1:
+        return continuation_loglik(model, prompts, score_batch_size=score_batch_size, progress=False)
+    device = next(model.parameters()).device
+    cache = model.base_model(input_ids=torch.tensor([prompts[0].context[:P]], device=device), use_cache=True
+                             ).past_key_values
+    # one row per distinct input (rest of the context + continuation inputs): the single-token choices
+    # of a multiple-choice question all read the context's last state
+    conts = [(list(p.context[P:]), c) for p in prompts for c in p.continuations]
+    inputs = {}
+    for ctx, c in conts:
+        inputs.setdefault(tuple(ctx + list(c[:-1])), len(inputs))
+    rows = list(inputs)
+    hidden_rows: list[torch.Tensor] = []
+    for s in range(0, len(rows), score_batch_size):
+        batch = rows[s:s + score_batch_size]
+        S = max(map(len, batch))
+        ids = torch.zeros((len(batch), S), dtype=torch.long)
+        mask = torch.zeros((len(batch), P + S), dtype=torch.long)
+        mask[:, :P] = 1
+        for r, x in enumerate(batch):
+            ids[r, :len(x)] = torch.tensor(x)
+            mask[r, P:P + len(x)] = 1
+        past = copy.deepcopy(cache)
+        past.reorder_cache(torch.zeros(len(batch), dtype=torch.long, device=device))
+        hidden = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                  position_ids=(P + torch.arange(S))[None].expand(len(batch), S).to(device),
+                                  past_key_values=past, use_cache=True).last_hidden_state
+        hidden_rows += [hidden[r, :len(x)] for r, x in enumerate(batch)]
+    out = np.empty(len(conts))
+    for s in range(0, len(conts), score_batch_size):
+        chunk = conts[s:s + score_batch_size]
+        # state len(ctx) - 1 + k of a continuation's row predicts its token k
+        states = torch.cat([hidden_rows[inputs[tuple(ctx + list(c[:-1]))]][len(ctx) - 1:] for ctx, c in chunk])
+        targets = torch.tensor([t for _, c in chunk for t in c], device=device)
+        lp = _token_logprobs(model, states, targets).cpu()
+        hooks.check_finite(lp, "the continuation log-likelihoods (NaN/inf logits)")
+        out[s:s + len(chunk)] = [float(x.double().sum()) for x in lp.split([len(c) for _, c in chunk])]
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
 # ARC multiple choice
 
@@ -265,28 +331,34 @@ def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def arc_prompts(tokenizer, questions: Sequence[ArcQuestion]) -> tuple[list[Prompt], np.ndarray]:
-    """One :class:`Prompt` per question (BOS where the tokenizer adds one, then the question prompt)
-    and the choice texts' lengths in characters int [R] (R = all choices of all questions, in order):
-    ``acc_norm``'s divisors, which as in lm-evaluation-harness leave out the continuation's leading space.
+def encode_prompt(tokenizer, context: str, continuations: Sequence[str], bos: bool | None = None) -> Prompt:
+    """A :class:`Prompt` of ``context`` (BOS first where the tokenizer adds one itself, or as ``bos`` says)
+    and its ``continuations``.
 
-    A continuation's tokens are those of ``prompt + continuation`` after the prompt's own tokens, so
-    a merge across the boundary cannot drop a character; when the prompt's tokens are not a prefix of
+    A continuation's tokens are those of ``context + continuation`` after the context's own tokens, so
+    a merge across the boundary cannot drop a character; when the context's tokens are not a prefix of
     the joint encoding the continuation is encoded on its own.
     """
-    bos = [int(tokenizer.bos_token_id)] if default_add_bos(tokenizer) else []
-    prompts, chars = [], []
-    for q in questions:
-        prompt = ARC_PROMPT.format(question=q.question)
-        ctx = _encode(tokenizer, prompt)
-        conts = []
-        for choice in q.choices:
-            text = " " + choice
-            joint = _encode(tokenizer, prompt + text)
-            ok = joint[:len(ctx)] == ctx and len(joint) > len(ctx)
-            conts.append(tuple(joint[len(ctx):] if ok else _encode(tokenizer, text)))
-            chars.append(len(choice))  # the harness's len(choice): the space is its target delimiter
-        prompts.append(Prompt(tuple(bos + ctx), tuple(conts)))
+    bos = default_add_bos(tokenizer) if bos is None else bos
+    ctx = _encode(tokenizer, context)
+    conts = []
+    for text in continuations:
+        joint = _encode(tokenizer, context + text)
+        ok = joint[:len(ctx)] == ctx and len(joint) > len(ctx)
+        conts.append(tuple(joint[len(ctx):] if ok else _encode(tokenizer, text)))
+    return Prompt(tuple(([int(tokenizer.bos_token_id)] if bos else []) + ctx), tuple(conts))
+
+
+def arc_prompts(tokenizer, questions: Sequence[ArcQuestion]) -> tuple[list[Prompt], np.ndarray]:
+    """One :func:`encode_prompt` per question (the question prompt, then each choice after a space) and
+    the choice texts' lengths in characters int [R] (R = all choices of all questions, in order):
+    ``acc_norm``'s divisors, which as in lm-evaluation-harness leave out the continuation's leading space.
+    """
+    bos = default_add_bos(tokenizer)
+    prompts = [encode_prompt(tokenizer, ARC_PROMPT.format(question=q.question), [" " + c for c in q.choices], bos)
+               for q in questions]
+    # the harness's len(doc_to_choice): the space is its target delimiter
+    chars = [len(c) for q in questions for c in q.choices]
     return prompts, np.asarray(chars)
 
 

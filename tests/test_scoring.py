@@ -78,22 +78,6 @@ def test_perplexity_is_exp_mean_token_nll_by_hand():
         scoring.perplexity(np.zeros(0))
 
 
-@pytest.fixture(scope="module")
-def smol_tokenizer():
-    return load("smollm2-135m-instruct").tokenizer
-
-
-@pytest.fixture(scope="module")
-def wide_tiny_llama(smol_tokenizer):
-    """A random 2-layer Llama over SmolLM2's vocabulary, so real ARC prompts can be scored fast."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)
-    return LlamaForCausalLM(cfg).eval()
-
-
 def test_arc_questions_with_three_or_five_choices_are_scored(smol_tokenizer, wide_tiny_llama):
     arc = data.load_arc(data.ARC_SUBSETS, seed=0)
     odd = [q for q in arc if len(q.choices) == 3][:2] + [q for q in arc if len(q.choices) == 5][:2] + arc[:2]
@@ -222,3 +206,27 @@ def test_arc_sweep_scores_the_grid_everywhere_and_everything_at_full_gains(smol_
     assert s["full_gains"] == [1.0, 1.5]
     with pytest.raises(ValueError, match="subset"):
         scoring.arc_sweep(wide_tiny_llama, smol_tokenizer, grid, full, [1.0], log=None, score_batch_size=8, progress=False)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma3"])
+def test_shared_prefix_scoring_equals_one_full_forward_per_continuation(name):
+    """A few-shot block past tiny-gemma3's window of 16, then contexts and continuations of mixed lengths."""
+    from avalanche_nb import interventions as iv
+
+    model = load(name).model
+    rng = np.random.default_rng(7)
+    shots = tuple(int(x) for x in rng.integers(3, 100, 24))
+    prompts = [scoring.Prompt(shots + p.context, p.continuations) for p in random_prompts(rng, n=6)]
+    want = [naive_loglik(model, p.context, c) for p in prompts for c in p.continuations]
+    for batch in (1, 5):
+        np.testing.assert_allclose(scoring.shared_prefix_loglik(model, prompts, score_batch_size=batch), want, atol=1e-5)
+    # an edit inside the prefix (the MA token's position) acts as on the full forward
+    with iv.rigidity_reduction(model, 1, [0], 0.0, 0.1):
+        got = scoring.shared_prefix_loglik(model, prompts, score_batch_size=4)
+        edited = [naive_loglik(model, p.context, c) for p in prompts for c in p.continuations]
+    np.testing.assert_allclose(got, edited, atol=1e-5)
+    assert not np.allclose(edited, want, atol=1e-4)
+    # no common prefix: the ordinary scorer
+    plain = random_prompts(np.random.default_rng(2), n=4)
+    np.testing.assert_allclose(scoring.shared_prefix_loglik(model, plain, score_batch_size=3),
+                               [naive_loglik(model, p.context, c) for p in plain for c in p.continuations], atol=1e-5)
