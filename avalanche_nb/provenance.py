@@ -150,6 +150,16 @@ def timed(out: str | Path, step: str):
         add_timings(out, {step: time.perf_counter() - t0})
 
 
+def clocked(clock: dict[str, float], step: str, fn, *args, **kw):
+    """``fn(*args, **kw)``, its wall seconds added to ``clock[step]`` (steps of a package function, handed to
+    :func:`add_timings` by the notebook that called it)."""
+    t0 = time.perf_counter()
+    try:
+        return fn(*args, **kw)
+    finally:
+        clock[step] = clock.get(step, 0.0) + time.perf_counter() - t0
+
+
 def add_timings(out: str | Path, seconds: dict[str, float]) -> None:
     """Add seconds per named step (measured elsewhere, e.g. inside the sweep) to the phase's timings."""
     path = Path(out) / TIMINGS

@@ -508,39 +508,55 @@ TASK_METRICS = {"bpb": "bits per byte", "correct": "accuracy", "correct_per_char
                 "correct_per_token": "accuracy per token"}
 
 
+def _letters(i: int) -> str:
+    """A, B, ..., Z, BA, BB, ...: the i-th task's part of a macro name (macro names hold letters only)."""
+    return (_letters(i // 26) if i >= 26 else "") + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[i % 26]
+
+
 def _math_rigidity(ph: _Phase, model: str, tag: str, me_layer: int) -> None:
     """Part 3 of phase 09: does the rigidity reduction at the ME layer help a math task, training-free and
     after fine-tuning, and more than at the control layers (rigidity_task_tests.parquet)."""
     tests = ph.read("rigidity_task_tests.parquet")
     for setting, label in (("pretrained", "training-free, edit minus none"),
-                           ("finetuned", "after a LoRA fine-tune with the edit in place, minus one without it")):
+                           ("finetuned", "after one LoRA fine-tune with the edit in place, minus one without it "
+                                         "(one training run each: the intervals cover documents, not training)")):
         me = select(tests, {"model": model, "setting": setting, "applied": me_layer, "against": -1})
         key = f"MathRigidity{setting.capitalize()}{tag}"
         if me.empty:
-            ph.claim(key, "none", f"{model}: the rigidity reduction at the ME layer was not scored {label.split(',')[0]}")
+            ph.claim(key, "not_scored", f"{model}: the rigidity reduction at the ME layer was not scored "
+                     f"{label.split(',')[0].split(' (')[0]}")
             continue
         alpha, rate = me.alpha.iloc[0], me.mask_rate.iloc[0]
-        parts, numbers, helped, hurt, specific = [], [], [], [], []
+        parts, numbers, helped, hurt, specific, controls_seen = [], [], [], [], [], False
         for i, task in enumerate(me.task.unique()):
             row = {"model": model, "setting": setting, "task": task, "applied": me_layer, "against": -1,
                    "alpha": alpha, "mask_rate": rate}
-            letter = "ABCDEFGHIJ"[i]
-            nums = [ph.row(f"MathRig{setting.capitalize()[:3]}{letter}{c.capitalize()}{tag}", "rigidity_task_tests.parquet",
-                           row, c, f) for c, f in (("diff", ".3g"), ("lo", ".3g"), ("hi", ".3g"), ("p", "p"))]
+            nums = [ph.row(f"MathRig{setting.capitalize()[:3]}{_letters(i)}{c.capitalize()}{tag}",
+                           "rigidity_task_tests.parquet", row, c, f)
+                    for c, f in (("diff", ".3g"), ("lo", ".3g"), ("hi", ".3g"), ("p", "p"))]
             r = select(tests, row).iloc[0]
             mine = select(tests, {k: v for k, v in row.items() if k != "against"})
             controls = mine[mine.against >= 0]
+            controls_seen |= len(controls) > 0
             helped += [task] if r.better else []
             hurt += [task] if r.worse else []
             if r.better and len(controls) and controls.better.all():
                 specific.append(task)
             parts.append(f"{task.split('/')[0]} {TASK_METRICS.get(r.metric, r.metric)} {{}} [{{}}, {{}}] (p = {{}})")
             numbers += nums
-        outcome = ("helps_me_layer" if specific else "helps" if helped else "hurts" if hurt else "none")
-        verdict = {"helps_me_layer": f"it helps {', '.join(specific)} and more than at every control layer",
-                   "helps": f"it helps {', '.join(helped)}, but not more than at the control layers",
-                   "hurts": f"it hurts {', '.join(hurt)} and helps nothing measured",
-                   "none": "no measurable change on these models and documents"}[outcome]
+        if helped and hurt:
+            outcome, verdict = "mixed", f"it helps {', '.join(helped)} but hurts {', '.join(hurt)}"
+        elif specific:
+            outcome, verdict = "helps_me_layer", (f"it helps {', '.join(specific)}, significantly more than at every "
+                                                  "control layer")
+        elif helped:
+            outcome = "helps"
+            verdict = f"it helps {', '.join(helped)}, " + ("but not significantly more than at every control layer"
+                                                            if controls_seen else "and no control layer was scored")
+        elif hurt:
+            outcome, verdict = "hurts", f"it hurts {', '.join(hurt)} and helps nothing measured"
+        else:
+            outcome, verdict = "none", "no measurable change on these models and documents"
         ph.claim(key, outcome, f"{model}: rigidity reduction at the ME layer (layer {me_layer}, alpha {alpha:g}, mask "
                  f"rate {rate:g}) {label}: " + "; ".join(parts) + f": {verdict}", *numbers)
 
@@ -556,7 +572,6 @@ def _ma_use(ph: _Phase) -> None:
                 ph.claim(f"Use{q}{tag}" if not q.startswith("Math") else f"{q}{tag}", "skipped",
                          f"{model}: not measured ({why})")
             continue
-        _math_rigidity(ph, model, tag, int(rec["models"][model]["me_layer"]))
         # 1. does zeroing the MAs break generation: the continuation's NLL under the unedited model
         parts, kinds, numbers = [], [], []
         for kind, label in (("b", "Dataset B prompts"), ("transition", "transition prompts")):
@@ -591,21 +606,28 @@ def _ma_use(ph: _Phase) -> None:
         sel = select(probes, {"model": model, "group": "ma", "features": "ma_dims", "probe": "linear"})
         if sel.empty:
             ph.claim(f"UseProbes{tag}", "none", f"{model}: no target varies across the MA tokens, so nothing was probed")
-            continue
-        scored = sel[sel.selectivity.notna()]
-        best = scored.loc[scored.selectivity.idxmax()] if len(scored) else sel.loc[sel.acc.fillna(-1).idxmax()]
-        row = {"model": model, "group": "ma", "features": "ma_dims", "probe": "linear", "layer": int(best.layer),
-               "target": best.target}
-        nums = [ph.row(f"UseProbe{c.capitalize()}{tag}", "probes.parquet", row, c, ".2f")
-                for c in ("acc", "lo", "majority", "selectivity")]
-        above = nums[1].value > nums[2].value  # the interval's lower end clears the majority baseline
-        outcome = "decodable" if above and nums[3].value > 0.05 else "not_decodable"
-        ph.claim(f"UseProbes{tag}", outcome,
-                 f"{model}: the most selective linear probe of the MA dims at the MA token reads {best.target} at layer "
-                 f"{int(best.layer)} with accuracy {{}} (lower 95% bound {{}}) against a majority baseline of {{}} "
-                 "and a selectivity of {}: "
-                 + ("the MA dims carry it beyond token identity" if outcome == "decodable" else
-                    "nothing is decodable from the MA dims beyond the baseline and token identity"), *nums)
+        else:
+            _probe_claim(ph, model, tag, sel)
+        # 3. rigidity reduction on math tasks
+        _math_rigidity(ph, model, tag, int(rec["models"][model]["me_layer"]))
+
+
+def _probe_claim(ph: _Phase, model: str, tag: str, sel) -> None:
+    """What the most selective linear probe of the MA dims at the MA token reads (rows ``sel`` of probes.parquet)."""
+    scored = sel[sel.selectivity.notna()]
+    best = scored.loc[scored.selectivity.idxmax()] if len(scored) else sel.loc[sel.acc.fillna(-1).idxmax()]
+    row = {"model": model, "group": "ma", "features": "ma_dims", "probe": "linear", "layer": int(best.layer),
+           "target": best.target}
+    nums = [ph.row(f"UseProbe{c.capitalize()}{tag}", "probes.parquet", row, c, ".2f")
+            for c in ("acc", "lo", "majority", "selectivity")]
+    above = nums[1].value > nums[2].value  # the interval's lower end clears the majority baseline
+    outcome = "decodable" if above and nums[3].value > 0.05 else "not_decodable"
+    ph.claim(f"UseProbes{tag}", outcome,
+             f"{model}: the most selective linear probe of the MA dims at the MA token reads {best.target} at layer "
+             f"{int(best.layer)} with accuracy {{}} (lower 95% bound {{}}) against a majority baseline of {{}} "
+             "and a selectivity of {}: "
+             + ("the MA dims carry it beyond token identity" if outcome == "decodable" else
+                "nothing is decodable from the MA dims beyond the baseline and token identity"), *nums)
 
 
 COLLECTORS: dict[str, Callable[[_Phase], None]] = {
@@ -728,12 +750,15 @@ def results_page(run_dir: str | Path) -> str:
     from . import provenance, runner
 
     run_dir = Path(run_dir)
-    first = runner.finished(run_dir)[0]
-    commit = provenance.read_manifest(run_dir / first)["git_commit"]
+    commits: dict[str, list[str]] = {}  # phases added by --resume may come from a later commit
+    for phase in runner.finished(run_dir):
+        commits.setdefault(provenance.read_manifest(run_dir / phase)["git_commit"][:12], []).append(phase[:2])
+    code = "; ".join(f"`{c}`" + (f" for phases {', '.join(ph)}" if len(commits) > 1 else "")
+                     for c, ph in commits.items())
     res = collect(run_dir)
     lines = [f"# Results of run `{run_dir.name}`", "",
              f"Generated by `avalanche-nb results` from the hash-checked artifacts of run `{run_dir.name}` "
-             f"(code at commit `{commit[:12]}`); every sentence below was chosen by the data, every number can be "
+             f"(code at commit {code}); every sentence below was chosen by the data, every number can be "
              "traced in the paper's `numbers.json`. Regenerate with `make run` then "
              "`avalanche-nb results outputs/runs/<run_id> --out docs/RESULTS.md`.", ""]
     for phase in phases.PHASES:

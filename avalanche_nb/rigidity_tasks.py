@@ -38,25 +38,23 @@ def _edit(model, layer: int, ma_pos: int, alpha: float, rate: float):
 
 
 def _score_all(model, tokenizer, tasks: Mapping[str, oe_tasks.Task], prompts: Mapping[str, list], keys: dict,
-               score_batch_size: int) -> list[dict]:
+               ma_pos: int, score_batch_size: int) -> list[dict]:
     rows = []
     for name, task in tasks.items():
-        s = oe_tasks.score(model, tokenizer, task, score_batch_size=score_batch_size, task_prompts=prompts[name])
+        s = oe_tasks.score(model, tokenizer, task, score_batch_size=score_batch_size, task_prompts=prompts[name],
+                           min_prefix=ma_pos + 1)  # the edit acts at the MA token: it must be in a fresh pass
         rows += [{**keys, "task": name, "metric": task.primary, "doc_id": int(r.doc_id), "value": float(r.value)}
                  for r in s.itertuples()]
     return rows
 
 
-def _check_ma_in_prefix(tokenizer, tasks: Mapping[str, oe_tasks.Task], ma_pos: int) -> dict[str, list]:
-    """Each task's prompts; the MA token must lie in the contexts' shared prefix, where the edit acts."""
-    from .scoring import _common_prefix
-
+def _prompts(tokenizer, tasks: Mapping[str, oe_tasks.Task], ma_pos: int) -> dict[str, list]:
+    """Each task's prompts; every context must reach the MA token, where the edit acts."""
     prompts = {n: oe_tasks.prompts(tokenizer, t) for n, t in tasks.items()}
     for n, ps in prompts.items():
-        P = min(_common_prefix([p.context for p in ps]), min(len(p.context) for p in ps) - 1)
-        if len(ps) > 1 and ma_pos >= P:
-            raise ValueError(f"task {n!r}: the MA token (position {ma_pos}) lies past the documents' shared "
-                             f"prefix of {P} tokens, where the edit would not act")
+        short = min(len(p.context) for p in ps)
+        if ma_pos >= short:
+            raise ValueError(f"task {n!r}: the MA token (position {ma_pos}) lies past a context of {short} tokens")
     return prompts
 
 
@@ -69,7 +67,7 @@ def task_table(lm, p: Mapping[str, Any], me: Mapping[str, Any], tasks: Mapping[s
         iv.check_alpha(a)
     for r in p["rigidity_mask_rates"]:
         iv.rigidity_k(r, model.config.hidden_size)
-    prompts = _check_ma_in_prefix(tok, tasks, me["ma_pos"])
+    prompts = _prompts(tok, tasks, me["ma_pos"])
     layers = control_layers(len(hooks.decoder_layers(model)), me["me_layer"], p["math_controls"])
     configs = [(-1, 1.0, 0.0)] + list(product(layers, p["rigidity_alphas"], p["rigidity_mask_rates"]))
     from .progress import track
@@ -80,7 +78,7 @@ def task_table(lm, p: Mapping[str, Any], me: Mapping[str, Any], tasks: Mapping[s
         keys = {"setting": "pretrained", "applied": applied, "at_me_layer": applied == me["me_layer"],
                 "alpha": alpha, "mask_rate": rate}
         with _edit(model, applied, me["ma_pos"], alpha, rate):
-            rows += _score_all(model, tok, tasks, prompts, keys, p["score_batch_size"])
+            rows += _score_all(model, tok, tasks, prompts, keys, me["ma_pos"], p["score_batch_size"])
     return pd.DataFrame(rows)
 
 
@@ -108,7 +106,7 @@ def finetune_table(lm, p: Mapping[str, Any], me: Mapping[str, Any], tasks: Mappi
         raise ValueError("fine-tuning needs a bits-per-byte task in `math_tasks` (its held-out documents are the text)")
     windows = finetune.text_windows(tok, texts, p["finetune_steps"] * p["finetune_batch_size"], p["finetune_window"],
                                     seed=p["seed"])
-    prompts = _check_ma_in_prefix(tok, tasks, me["ma_pos"])
+    prompts = _prompts(tok, tasks, me["ma_pos"])
     alpha, rate = p["rigidity_alphas"][0], p["rigidity_mask_rates"][0]
     rows, losses = [], []
     for layer in finetune_layers(len(hooks.decoder_layers(model)), me["me_layer"], p["math_controls"]):
@@ -119,7 +117,7 @@ def finetune_table(lm, p: Mapping[str, Any], me: Mapping[str, Any], tasks: Mappi
         keys = {"setting": "finetuned", "applied": layer, "at_me_layer": layer == me["me_layer"],
                 "alpha": alpha if layer >= 0 else 1.0, "mask_rate": rate if layer >= 0 else 0.0}
         with _edit(tuned, layer, me["ma_pos"], alpha, rate):
-            rows += _score_all(tuned, tok, tasks, prompts, keys, p["score_batch_size"])
+            rows += _score_all(tuned, tok, tasks, prompts, keys, me["ma_pos"], p["score_batch_size"])
         losses += [{"applied": layer, "step": s + 1, "loss": float(v)} for s, v in enumerate(loss)]
         del tuned
     return pd.DataFrame(rows), pd.DataFrame(losses)

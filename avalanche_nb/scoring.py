@@ -266,25 +266,55 @@ def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
     return n
 
 
-@torch.no_grad()
-def shared_prefix_loglik(model: nn.Module, prompts: Sequence[Prompt], *, score_batch_size: int) -> np.ndarray:
-    """As :func:`continuation_loglik` (g = 1), with the contexts' common token prefix (a few-shot block)
-    run once: float64 [R] summed log-likelihoods (nats) of every continuation, in prompt order.
+#: a prompt's first tokens, which name its few-shot group in :func:`shared_prefix_loglik`
+PREFIX_KEY = 8
 
-    The prefix runs as a fresh pass (edits of :mod:`interventions` act on it); each batch of
+
+@torch.no_grad()
+def shared_prefix_loglik(model: nn.Module, prompts: Sequence[Prompt], *, score_batch_size: int, min_prefix: int = 1
+                         ) -> np.ndarray:
+    """As :func:`continuation_loglik` (g = 1), with the common token prefix (a few-shot block) of each group
+    of contexts run once: float64 [R] summed log-likelihoods (nats) of every continuation, in prompt order.
+
+    Prompts are grouped by their first :data:`PREFIX_KEY` tokens (a task whose documents mostly share one
+    few-shot block but not all, as basic_skills' document 902, keeps the shared pass for the others). Per
+    group the prefix runs as a fresh pass (edits of :mod:`interventions` act on it); each batch of
     ``score_batch_size`` distinct inputs (the rest of a context and a continuation's inputs; the choices
-    of one token share one) then runs after a copy of the prefix's key/value cache, right-padded, positions continuing
-    the prefix's. That pass is not fresh, so edits at positions past the prefix would not act: callers
-    edit only inside it (the MA token). The prefix itself is never padded, so it is exact also under
-    sliding-window attention (ordinary chunked prefill, see :func:`_cache_is_exact`). At least one
-    context token of every prompt stays outside the prefix: it predicts the continuation's first token.
+    of one token share one) then runs after a copy of the prefix's key/value cache, right-padded, positions
+    continuing the prefix's. That pass is not fresh, so an edit must sit inside the prefix: a group whose
+    prefix is shorter than ``min_prefix`` tokens (e.g. the MA token's position + 1), and every prompt that
+    shares its first tokens with no other, is scored by :func:`continuation_loglik`, whose context pass is
+    fresh. The prefix itself is never padded, so it is exact also under sliding-window attention (ordinary
+    chunked prefill, see :func:`_cache_is_exact`). At least one context token of every prompt stays outside
+    the prefix: it predicts the continuation's first token.
     """
+    _check_prompts(prompts)
+    starts = np.cumsum([0] + [len(p.continuations) for p in prompts])
+    out = np.empty(starts[-1])
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(tuple(p.context[:PREFIX_KEY]), []).append(i)
+    rest = []
+    for members in groups.values():
+        group = [prompts[i] for i in members]
+        P = min(_common_prefix([p.context for p in group]), min(len(p.context) for p in group) - 1)
+        if len(group) < 2 or P < max(min_prefix, 1):
+            rest += members
+            continue
+        values = _prefix_group_loglik(model, group, P, score_batch_size)
+        for i, v in zip(members, np.split(values, np.cumsum([len(p.continuations) for p in group])[:-1])):
+            out[starts[i]:starts[i + 1]] = v
+    if rest:
+        values = continuation_loglik(model, [prompts[i] for i in rest], score_batch_size=score_batch_size, progress=False)
+        for i, v in zip(rest, np.split(values, np.cumsum([len(prompts[i].continuations) for i in rest])[:-1])):
+            out[starts[i]:starts[i + 1]] = v
+    return out
+
+
+def _prefix_group_loglik(model: nn.Module, prompts: Sequence[Prompt], P: int, score_batch_size: int) -> np.ndarray:
+    """:func:`shared_prefix_loglik` of prompts whose contexts share their first ``P`` tokens."""
     import copy
 
-    _check_prompts(prompts)
-    P = min(_common_prefix([p.context for p in prompts]), min(len(p.context) for p in prompts) - 1)
-    if P < 1:
-        return continuation_loglik(model, prompts, score_batch_size=score_batch_size, progress=False)
     device = next(model.parameters()).device
     cache = model.base_model(input_ids=torch.tensor([prompts[0].context[:P]], device=device), use_cache=True
                              ).past_key_values

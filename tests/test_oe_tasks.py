@@ -61,6 +61,15 @@ def test_tasks_this_module_cannot_score_are_refused(tmp_path, monkeypatch):
     write_task(tmp_path, "mc/bad", {"primary_metric": "acc_raw"}, bad_gold)
     with pytest.raises(ValueError, match="gold 5 among 2"):
         oe_tasks.load_task("mc/bad")
+    # compute_gold_bpb only adds a metric to a multiple-choice task; a bits-per-byte primary decides
+    mc_bpb = [request("loglikelihood", 0, i, "Q:", c, 0) for i, c in enumerate((" A", " B"))]
+    write_task(tmp_path, "mc/gold", {"primary_metric": "acc_per_token", "compute_gold_bpb": True}, mc_bpb)
+    assert (oe_tasks.load_task("mc/gold").metric, oe_tasks.load_task("mc/gold").primary) == ("acc", "correct_per_token")
+    write_task(tmp_path, "lm/lpb", {"primary_metric": "logits_per_byte"}, [request("loglikelihood", 0, 0, "Q:", " A", [])])
+    assert oe_tasks.load_task("lm/lpb").metric == "bpb"
+    write_task(tmp_path, "mc/uncond", {"primary_metric": "acc_uncond"}, mc_bpb)
+    with pytest.raises(ValueError, match="acc_uncond"):
+        oe_tasks.load_task("mc/uncond")
     # unconditional requests (doc_id >= 1e6) are not read
     ok = [request("loglikelihood", d, i, f"Q{d}:", c, 1) for d in (0, 1_000_000) for i, c in enumerate((" A", " B"))]
     write_task(tmp_path, "mc/ok", {"primary_metric": "acc_raw"}, ok)
@@ -117,5 +126,7 @@ def test_scores_equal_full_forwards_on_real_prompts(smol_tokenizer, wide_tiny_ll
         bits = np.array([naive_bits(wide_tiny_llama, smol_tokenizer, d.context, c) for c in d.continuations])
         toks = np.array([len(smol_tokenizer(d.context + c, add_special_tokens=False)["input_ids"])
                          - len(smol_tokenizer(d.context, add_special_tokens=False)["input_ids"]) for c in d.continuations])
+        chars = np.array([len(c) for c in d.continuations])
         assert r.correct == float(np.argmin(bits) == d.gold)
+        assert r.correct_per_char == float(np.argmin(bits / chars) == d.gold)
         assert r.correct_per_token == float(np.argmin(bits / toks) == d.gold) == r.value

@@ -268,10 +268,20 @@ def test_math_rigidity_claims_follow_the_data():
     pre = c["MathRigidityPretrainedRun"]
     assert pre.outcome == "helps_me_layer" and "more than at every control layer" in pre.markdown
     assert "gsm8k bits per byte -0.02 [-0.03, -0.01]" in pre.markdown
-    assert c["MathRigidityFinetunedRun"].outcome == "none" and "not scored" in c["MathRigidityFinetunedRun"].markdown
+    ft = c["MathRigidityFinetunedRun"]
+    assert ft.outcome == "not_scored" and "not scored after one LoRA fine-tune" in ft.markdown
     assert c["MathRigidityPretrainedOther"].outcome == "skipped"
     not_specific = math_tests(vs_control=(0.0, -0.01, 0.01, 0.5, False, False))
-    assert claims("09_ma_in_use", use_artifacts(math=not_specific))["MathRigidityPretrainedRun"].outcome == "helps"
+    c = claims("09_ma_in_use", use_artifacts(math=not_specific))["MathRigidityPretrainedRun"]
+    assert c.outcome == "helps" and "not significantly more than at every control layer" in c.markdown
+    no_controls = math_tests().query("against == -1")
+    c = claims("09_ma_in_use", use_artifacts(math=no_controls))["MathRigidityPretrainedRun"]
+    assert c.outcome == "helps" and "no control layer was scored" in c.markdown
+    # one task helped, another hurt: both are said
+    other = math_tests(me=(-0.05, -0.08, -0.02, 0.001, False, True)).assign(task="basic_skills_arithmetic/rc_5shot",
+                                                                          metric="correct_per_token")
+    c = claims("09_ma_in_use", use_artifacts(math=pd.concat([math_tests(), other])))["MathRigidityPretrainedRun"]
+    assert c.outcome == "mixed" and "helps gsm8k/gold_bpb_5shot but hurts basic_skills_arithmetic/rc_5shot" in c.markdown
     hurts = math_tests(me=(0.02, 0.01, 0.03, 0.001, False, True))
     c = claims("09_ma_in_use", use_artifacts(math=hurts))["MathRigidityPretrainedRun"]
     assert c.outcome == "hurts" and "hurts gsm8k" in c.markdown

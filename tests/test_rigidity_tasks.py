@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from avalanche_nb import hooks, oe_tasks, params
+from avalanche_nb import hooks, oe_tasks, params, scoring
 from avalanche_nb import interventions as iv
 from avalanche_nb import rigidity_tasks as rt
 
@@ -51,9 +51,31 @@ def test_task_table_scores_each_configuration_as_the_edited_model(lm):
     assert hooks.hook_count(lm.model) == 0
 
 
-def test_an_ma_token_past_the_shared_prefix_is_refused(lm):
+def test_edited_scores_equal_full_forwards_also_for_a_document_outside_the_few_shot_block(lm):
+    """basic_skills' document 902 starts with other shots: without BOS (SmolLM2) no prefix is shared by all."""
+    rc = oe_tasks.load_task("basic_skills_arithmetic/rc_5shot")
+    scored, _ = oe_tasks.split(rc, 3, seed=0)
+    odd = next(d for d in rc.docs if d.doc_id == 902)
+    assert odd.context[:12] != scored.docs[0].context[:12]
+    task = oe_tasks.Task(rc.name, rc.metric, scored.docs + (odd,), rc.primary)
+    prompts = oe_tasks.prompts(lm.tokenizer, task)
+    with iv.rigidity_reduction(lm.model, 1, [0], 0.0, 0.25):
+        got = scoring.shared_prefix_loglik(lm.model, prompts, score_batch_size=4, min_prefix=1)
+        want = []
+        for p in prompts:
+            for c in p.continuations:
+                ids = torch.tensor([list(p.context) + list(c)])
+                with torch.no_grad():
+                    lp = torch.log_softmax(lm.model(ids).logits.double(), -1)[0]
+                want.append(sum(float(lp[len(p.context) - 1 + k, t]) for k, t in enumerate(c)))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    table = rt.task_table(lm, p_(rigidity_mask_rates=[0.25]), ME, {task.name: task})
+    assert len(table) == 4 * 3 and hooks.hook_count(lm.model) == 0
+
+
+def test_an_ma_token_past_a_context_is_refused(lm):
     scored, _ = tasks()
-    with pytest.raises(ValueError, match="shared prefix"):
+    with pytest.raises(ValueError, match="past a context"):
         rt.task_table(lm, p_(), {"me_layer": 1, "ma_pos": 5000}, scored)
 
 

@@ -210,23 +210,31 @@ def test_arc_sweep_scores_the_grid_everywhere_and_everything_at_full_gains(smol_
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma3"])
 def test_shared_prefix_scoring_equals_one_full_forward_per_continuation(name):
-    """A few-shot block past tiny-gemma3's window of 16, then contexts and continuations of mixed lengths."""
+    """Two few-shot blocks past tiny-gemma3's window of 16 and a prompt with neither, contexts and
+    continuations of mixed lengths (single-token choices share a row)."""
     from avalanche_nb import interventions as iv
 
     model = load(name).model
     rng = np.random.default_rng(7)
-    shots = tuple(int(x) for x in rng.integers(3, 100, 24))
-    prompts = [scoring.Prompt(shots + p.context, p.continuations) for p in random_prompts(rng, n=6)]
-    want = [naive_loglik(model, p.context, c) for p in prompts for c in p.continuations]
+    blocks = [tuple(int(x) for x in rng.integers(3, 100, 24)) for _ in range(2)]
+    prompts = [scoring.Prompt(blocks[i % 2] + p.context, p.continuations) for i, p in enumerate(random_prompts(rng, n=7))]
+    odd = tuple(int(x) for x in rng.integers(3, 100, 30))
+    prompts.insert(3, scoring.Prompt(odd, ((5, 6), (7,))))  # shares its first tokens with no other prompt
+    naive = lambda: [naive_loglik(model, p.context, c) for p in prompts for c in p.continuations]
+    want = naive()
     for batch in (1, 5):
         np.testing.assert_allclose(scoring.shared_prefix_loglik(model, prompts, score_batch_size=batch), want, atol=1e-5)
     # an edit inside the prefix (the MA token's position) acts as on the full forward
     with iv.rigidity_reduction(model, 1, [0], 0.0, 0.1):
         got = scoring.shared_prefix_loglik(model, prompts, score_batch_size=4)
-        edited = [naive_loglik(model, p.context, c) for p in prompts for c in p.continuations]
+        edited = naive()
     np.testing.assert_allclose(got, edited, atol=1e-5)
     assert not np.allclose(edited, want, atol=1e-4)
-    # no common prefix: the ordinary scorer
-    plain = random_prompts(np.random.default_rng(2), n=4)
-    np.testing.assert_allclose(scoring.shared_prefix_loglik(model, plain, score_batch_size=3),
-                               [naive_loglik(model, p.context, c) for p in plain for c in p.continuations], atol=1e-5)
+    # an edit past the shared prefix (position 24, each prompt's own first token) needs min_prefix = 25:
+    # those groups are then scored with a fresh context pass; without it the edit cannot reach them
+    with iv.rigidity_reduction(model, 1, [24], 0.0, 0.1):
+        guarded = scoring.shared_prefix_loglik(model, prompts, score_batch_size=4, min_prefix=25)
+        edited = naive()
+        with pytest.raises(IndexError):  # the 24-token prefix pass has no position 24
+            scoring.shared_prefix_loglik(model, prompts, score_batch_size=4)
+    np.testing.assert_allclose(guarded, edited, atol=1e-5)
