@@ -19,7 +19,8 @@ BODIES = {
     "00_data_and_model": 'provenance.record(out, note="first")\n',
     "01_event_lattice": ('src = provenance.load_input(run_dir, "00_data_and_model/model.json", out)\n'
                          'if seed == 13:\n    raise ValueError("planted failure")\n'
-                         'if seed == 17:\n    time.sleep(60)\n'
+                         'if seed == 17:  # a hang: the marker tells the test the cell is running\n'
+                         '    (out / "sleeping").write_text("")\n    time.sleep(60)\n'
                          '(out / "b.txt").write_text(src.read_text())\n'),
 }
 
