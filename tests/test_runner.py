@@ -119,8 +119,10 @@ def test_ctrl_c_names_the_phase_keeps_the_finished_ones_and_prints_the_resume_co
             f"runner.NOTEBOOKS = Path({str(notebooks)!r}); "
             f"sys.exit(cli.main(['run', '--params', {str(params_file(tmp_path, 17))!r}, '--out', {str(out)!r}, "
             "'--run-id', 'r']))")
+    # SIGINT back to its default in the child: a shell that starts the suite as a background job hands every
+    # process SIGINT ignored, and Python then never installs its KeyboardInterrupt handler
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     # wait for the cell itself: under load the kernel can take longer to start than any fixed delay
     while not (out / "r" / ".01_event_lattice.partial" / "sleeping").exists() and time.time() < deadline:
