@@ -161,6 +161,14 @@ def rigidity_k(mask_rate: float, d_model: int) -> int:
     return k
 
 
+def check_rigidity_grid(alphas: Sequence[float], mask_rates: Sequence[float], d_model: int) -> None:
+    """Fail before any work on an alpha outside [0, 1] or a mask rate that selects no dim."""
+    for a in alphas:
+        check_alpha(a)
+    for r in mask_rates:
+        rigidity_k(r, d_model)
+
+
 @contextmanager
 def rigidity_reduction(model: nn.Module, layer: int, positions: Sequence[int], alpha: float, mask_rate: float
                        ) -> Iterator[None]:

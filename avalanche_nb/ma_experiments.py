@@ -106,10 +106,7 @@ def rigidity_table(model, tokenizer, me: dict, probe: np.ndarray, b_tokens: np.n
     ratio and sink mass; per configuration: Dataset B perplexity and ARC ``acc`` / ``acc_norm`` on
     ``questions`` (none: NaN), with ``arc_p`` the exact McNemar p-value of ``acc`` against the unedited
     model on the same questions."""
-    for a in rigidity_alphas:  # fail before any work
-        iv.check_alpha(a)
-    for r in rigidity_mask_rates:
-        iv.rigidity_k(r, model.config.hidden_size)
+    iv.check_rigidity_grid(rigidity_alphas, rigidity_mask_rates, model.config.hidden_size)
     prompts = scoring.arc_prompts(tokenizer, questions) if questions else None
     configs = [(-1, 1.0, 0.0)] + list(product(layers, rigidity_alphas, rigidity_mask_rates))
     rows, base_correct = [], None

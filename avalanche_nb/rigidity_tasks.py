@@ -63,10 +63,7 @@ def task_table(lm, p: Mapping[str, Any], me: Mapping[str, Any], tasks: Mapping[s
     primary metric: ``bpb`` or a 0/1 correctness). Configurations: no edit (``applied = -1``), then the ME
     layer and ``math_controls`` control layers × ``rigidity_alphas`` × ``rigidity_mask_rates``."""
     model, tok = lm.model, lm.tokenizer
-    for a in p["rigidity_alphas"]:  # fail before any work
-        iv.check_alpha(a)
-    for r in p["rigidity_mask_rates"]:
-        iv.rigidity_k(r, model.config.hidden_size)
+    iv.check_rigidity_grid(p["rigidity_alphas"], p["rigidity_mask_rates"], model.config.hidden_size)
     prompts = _prompts(tok, tasks, me["ma_pos"])
     layers = control_layers(len(hooks.decoder_layers(model)), me["me_layer"], p["math_controls"])
     configs = [(-1, 1.0, 0.0)] + list(product(layers, p["rigidity_alphas"], p["rigidity_mask_rates"]))
