@@ -8,6 +8,8 @@
     avalanche-nb paper outputs/runs/<run_id> [--no-pdf]   # paper/build/<run_id>/: numbers, tables, figures, PDF
     avalanche-nb results outputs/runs/<run_id> [--out docs/RESULTS.md]
     avalanche-nb params | artifacts   # every params key / every artifact, as markdown
+    avalanche-nb campaign CAMPAIGN.yaml [--address auto|ray://HOST:PORT] [--resume] [--id ID] [--out DIR]
+    avalanche-nb campaign CAMPAIGN.yaml --status     # each cell's state, failed phase and reason
 
 ``list``, ``verify``, ``params``, ``artifacts`` and ``remove`` never import torch.
 """
@@ -58,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     rs = sub.add_parser("results", help="write a run's results page (Markdown) from its artifacts")
     rs.add_argument("run_dir")
     rs.add_argument("--out", help="file to write (default: print)")
+    c = sub.add_parser("campaign", help="run a campaign of runs (a grid of params overrides) as Ray tasks")
+    c.add_argument("campaign_file", help="YAML campaign file (base, grid, cells, phases; see docs/CAMPAIGNS.md)")
+    c.add_argument("--address", help="join this Ray cluster (auto, or ray://HOST:PORT); default: Ray on this machine")
+    c.add_argument("--resume", action="store_true", help="re-queue the cells that have not finished (never a finished one)")
+    c.add_argument("--id", help="campaign id, the folder's name (default: the campaign file's name)")
+    c.add_argument("--out", default="outputs/campaigns", help="folder holding campaigns (default outputs/campaigns)")
+    c.add_argument("--num-cpus", type=int, help="CPUs the local Ray may use (default all; ignored with --address)")
+    c.add_argument("--status", action="store_true", help="print each cell's state and exit")
     sub.add_parser("params", help="print every params key with its default and meaning")
     sub.add_parser("artifacts", help="print every phase's artifacts and their schemas")
     return parser
@@ -67,6 +77,14 @@ def _main(args: argparse.Namespace) -> int:
     if args.cmd == "run":
         run_dir = runner.run(args.params, args.phases, args.out, args.run_id, resume=args.resume)
         print(f"[avalanche-nb] run complete: {run_dir}")
+    elif args.cmd == "campaign":
+        from . import campaign
+
+        if args.status:
+            c = campaign.load(args.campaign_file, args.id)
+            print(campaign.status_table(Path(args.out) / c.campaign_id))
+        else:
+            campaign.run(args.campaign_file, args.out, args.address, args.resume, args.id, num_cpus=args.num_cpus)
     elif args.cmd == "verify":
         problems = runner.verify(args.run_dir)
         for msg in problems:
@@ -106,11 +124,17 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _campaign_interrupted() -> type:
+    from .campaign import CampaignInterrupted
+
+    return CampaignInterrupted
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _main(args)
-    except runner.RunInterrupted as err:
+    except (runner.RunInterrupted, _campaign_interrupted()) as err:
         print(f"\n[avalanche-nb] {err}", file=sys.stderr)
         return 130
     except (P.ParamsError, provenance.RunExistsError, runner.PhaseFailedError, FileNotFoundError,

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .data import default_add_bos
+from .models import input_device
 
 #: the LoRA targets: attention projections (Llama, Qwen2/3, Gemma-3 and Mistral name them so), the part
 #: of the block that reads the MA token's normed state
@@ -81,6 +82,9 @@ def lora_finetune(model: nn.Module, windows: np.ndarray, *, steps: int, batch_si
     windows = np.asarray(windows)
     if windows.ndim != 2 or len(windows) < 1:
         raise ValueError(f"windows must be int [N, T] with N >= 1, got shape {windows.shape}")
+    if any(w.device.type == "meta" for w in model.parameters()):
+        raise ValueError("a LoRA fine-tune needs every weight resident on a device: this model's device map "
+                         "offloads some to CPU or disk (give it more GPU memory, or no device map)")
     torch.manual_seed(seed)
     config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=list(LORA_TARGETS), bias="none")
     with warnings.catch_warnings():  # peft 0.21 asks transformers 5 a deprecated question: noise in every notebook
@@ -91,7 +95,7 @@ def lora_finetune(model: nn.Module, windows: np.ndarray, *, steps: int, batch_si
     rng = np.random.default_rng(seed)
     order: list[int] = []
     losses = np.empty(steps)
-    device = next(model.parameters()).device
+    device = input_device(model)
     steps_iter = range(steps)
     if progress:
         from .progress import track

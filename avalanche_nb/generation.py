@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from scipy import stats as st
 
+from .models import input_device
 from .stats import bootstrap_weights
 
 #: what ends a sentence in a decoded token (after stripping whitespace)
@@ -39,7 +40,7 @@ def generate(model, prompts: np.ndarray, n_tokens: int, *, sample: bool, seed: i
         raise ValueError(f"n_tokens must be >= 1, got {n_tokens}")
     if sample and not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    device = next(model.parameters()).device
+    device = input_device(model)
     rng = torch.Generator(device=device).manual_seed(int(seed))
     # logits of the last position only: the whole prompt's would cost a vocabulary-wide matmul per token
     out = model(input_ids=torch.as_tensor(np.array(prompts), device=device), use_cache=True, logits_to_keep=1)
@@ -97,13 +98,13 @@ def continuation_nll(model, prompts: np.ndarray, continuations: np.ndarray, scor
     Only the M positions that predict the continuation get logits (a vocabulary-wide matmul each)."""
     full = np.concatenate([np.asarray(prompts), np.asarray(continuations)], axis=1)
     M = np.shape(continuations)[1]
-    device = next(model.parameters()).device
+    device = input_device(model)
     out = np.empty((len(full), M))
     for s in range(0, len(full), score_batch_size):
         ids = torch.as_tensor(full[s:s + score_batch_size], device=device)
         logits = model(input_ids=ids, use_cache=False, logits_to_keep=M + 1).logits[:, :-1].double()
         logp = torch.log_softmax(logits, -1)
-        out[s:s + len(ids)] = -logp.gather(-1, ids[:, -M:, None])[..., 0].cpu().numpy()
+        out[s:s + len(ids)] = -logp.gather(-1, ids[:, -M:, None].to(logp.device))[..., 0].cpu().numpy()
     return out
 
 

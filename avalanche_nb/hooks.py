@@ -21,6 +21,11 @@ observes, returning a tensor replaces ``x`` (an edit). :func:`attach` registers 
 duration of a ``with`` block and removes every one on exit, also when the forward pass raises.
 ``resid.*`` points need only the decoder layers, so they work on any causal LM; the others need a
 supported family (:data:`FAMILIES`).
+
+On a model dispatched by a device map (accelerate) the layers may run on different devices, and
+``x`` is on the device its module runs on (an input point: where the module before it ran, since
+accelerate moves inputs inside the module's forward). A hook builds its tensors on ``x.device``, never
+on one global device.
 """
 
 from __future__ import annotations

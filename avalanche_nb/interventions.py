@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from . import hooks
+from .models import input_device
 from .options import MA_INTERVENTIONS
 
 
@@ -54,6 +55,19 @@ def _median_abs(h: torch.Tensor) -> torch.Tensor:
     return torch.quantile(h.float().abs().reshape(h.shape[0], -1), 0.5, dim=1)
 
 
+class _SiteIndex:
+    """Index tensors of MA sites, positions [P, 1] and dims [1, D], made once per device they are used on."""
+
+    def __init__(self, positions: Sequence[int], dims: Sequence[int]):
+        self._on = {torch.device("cpu"): (torch.tensor(positions)[:, None], torch.tensor(dims)[None, :])}
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positions, dims) on ``device``, copied there on first use."""
+        if device not in self._on:
+            self._on[device] = tuple(t.to(device) for t in self._on[torch.device("cpu")])
+        return self._on[device]
+
+
 @contextmanager
 def edit_sites(model: nn.Module, *, layers: Sequence[int], positions: Sequence[int], dims: Sequence[int],
                mode: str, ma_clip_multiple: float, values: np.ndarray | None = None) -> Iterator[None]:
@@ -76,10 +90,11 @@ def edit_sites(model: nn.Module, *, layers: Sequence[int], positions: Sequence[i
             raise ValueError(f"mean values must be [layers, dims] = {(len(row), len(dims))}, got {values.shape}")
     if mode == "clip" and not ma_clip_multiple > 0:
         raise ValueError(f"ma_clip_multiple must be > 0, got {ma_clip_multiple}")
-    p_idx, d_idx = torch.tensor(positions)[:, None], torch.tensor(dims)[None, :]
+    index = _SiteIndex(positions, dims)
 
     def edit(layer: int, h: torch.Tensor) -> torch.Tensor:
         h = h.clone()
+        p_idx, d_idx = index.on(h.device)  # where this layer runs (a device map may split the model)
         site = h[:, p_idx, d_idx]  # [B, P, D]
         if mode == "zero":
             new = torch.zeros_like(site)
@@ -107,7 +122,7 @@ def site_means(model: nn.Module, tokens: np.ndarray, *, layers: Sequence[int], p
     def tap(layer: int, h: torch.Tensor) -> None:
         sums[row[layer]] += h[:, positions][:, :, dims].double().sum((0, 1)).cpu().numpy()
 
-    device = next(model.parameters()).device
+    device = input_device(model)
     with hooks.attach(model, hooks.Hook("resid.out", tap, layers=list(row))):
         for s in range(0, len(tokens), batch_size):
             model.base_model(input_ids=torch.as_tensor(np.array(tokens[s:s + batch_size]), device=device), use_cache=False)
@@ -126,6 +141,11 @@ def norm_weight_mean(model: nn.Module, layer: int, which: str = "mlp") -> Iterat
     weight = getattr(norm, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.ndim != 1:
         raise hooks.UnsupportedArchitectureError(f"{arch.model_type}: layer {layer}'s {which} norm has no weight vector")
+    offload = _offload_hook(norm)
+    if offload is not None:  # the weight is on "meta" between passes; accelerate loads it for each pass
+        with _fill_each_pass(norm, float(offload.weights_map["weight"].float().mean())):
+            yield
+        return
     saved = weight.detach().clone()
     try:
         with torch.no_grad():
@@ -134,6 +154,38 @@ def norm_weight_mean(model: nn.Module, layer: int, which: str = "mlp") -> Iterat
     finally:
         with torch.no_grad():
             weight.copy_(saved)
+
+
+def _offload_hook(module: nn.Module):
+    """accelerate's hook that loads ``module``'s offloaded (CPU / disk) weights for each forward pass, or
+    None when its weights stay resident on a device."""
+    hook = getattr(module, "_hf_hook", None)
+    for h in getattr(hook, "hooks", None) or [hook]:  # a SequentialHook chains several
+        if getattr(h, "offload", False) and getattr(h, "weights_map", None) is not None:
+            return h
+    return None
+
+
+@contextmanager
+def _fill_each_pass(module: nn.Module, value: float) -> Iterator[None]:
+    """Fill ``module.weight`` with ``value`` in every forward pass of an offloaded module.
+
+    accelerate's hook loads a fresh copy of the offloaded weight before the module's own forward
+    (``_old_forward``) and drops it after, so the fill goes between the two and the stored weight is
+    never touched.
+    """
+    original = module._old_forward
+
+    def forward(*args, **kwargs):
+        with torch.no_grad():
+            module.weight.fill_(value)
+        return original(*args, **kwargs)
+
+    module._old_forward = forward
+    try:
+        yield
+    finally:
+        module._old_forward = original
 
 
 @contextmanager

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .hooks import Hook, NonFiniteActivationError, architecture, attach, check_finite, forward_hidden, gain
+from .models import input_device
 from .options import SPIKE_DEFS, TARGET_PROFILES
 
 EPS = 1e-6
@@ -81,15 +82,33 @@ class Calibration:
         return self.mu.shape[1]
 
 
+class _BatchMask:
+    """The current batch's valid mask bool [B, T], copied once per batch to each device a layer runs on
+    (a model split across devices by a device map); on the mask's own device it is used as it is."""
+
+    def __init__(self):
+        self._on: dict[torch.device, torch.Tensor] = {}
+
+    def set(self, valid: torch.Tensor) -> None:
+        """A new batch's mask (dropping the previous batch's copies)."""
+        self._on = {valid.device: valid}
+
+    def on(self, device: torch.device) -> torch.Tensor:
+        """bool [B, T]: the mask on ``device``."""
+        if device not in self._on:
+            self._on[device] = next(iter(self._on.values())).to(device)
+        return self._on[device]
+
+
 class _MomentReducer:
     def __init__(self, n_layers: int, d_ff: int):
         self.sum = torch.zeros(n_layers, d_ff, dtype=torch.float64)
         self.sumsq = torch.zeros(n_layers, d_ff, dtype=torch.float64)
-        self.valid: torch.Tensor | None = None
+        self.mask = _BatchMask()
 
     def __call__(self, layer: int, u: torch.Tensor) -> None:
         check_finite(u, f"the MLP tap of layer {layer}")
-        x = u[self.valid].to(torch.float64)  # [sites, d_ff]
+        x = u[self.mask.on(u.device)].to(torch.float64)  # [sites, d_ff]
         self.sum[layer] += x.sum(0).cpu()
         self.sumsq[layer] += (x * x).sum(0).cpu()
 
@@ -104,10 +123,10 @@ def calibrate(model: torch.nn.Module, tokens: np.ndarray, valid: np.ndarray, *, 
     if n_sites == 0:
         raise ValueError("calibration slice has no valid sites")
     red = _MomentReducer(arch.n_layers, arch.d_ff)
-    device = next(model.parameters()).device
+    device = input_device(model)
     with attach(model, Hook("mlp.tap", red)):
         for _, ids, ok in _batches(tokens, valid, batch_size, "calibrate", progress):
-            red.valid = ok.to(device)
+            red.mask.set(ok.to(device))
             forward_hidden(model, ids.to(device))
     mu = red.sum / n_sites
     var = (red.sumsq / n_sites - mu * mu).clamp_min(0.0)
@@ -165,6 +184,18 @@ def _check_spike_def(spike_def: str) -> None:
         raise ValueError(f"unknown spike definition {spike_def!r}; use one of {SPIKE_DEFS}")
 
 
+@dataclass
+class _LayerStats:
+    """One layer's per-neuron statistics, float32 [d_ff] each, on the device the layer runs on."""
+
+    mu: torch.Tensor
+    scale: torch.Tensor  # sigma + EPS
+    lo: torch.Tensor | None  # floor bounds (None when every value is kept)
+    hi: torch.Tensor | None
+    ref_lo: torch.Tensor | None  # reference_tau bounds (None without reference_tau)
+    ref_hi: torch.Tensor | None
+
+
 class _EventReducer:
     """Keeps ``(site, z)`` for ``|z| > floor`` and counts spikes at ``reference_tau`` (if given).
 
@@ -177,6 +208,9 @@ class _EventReducer:
     the finite check runs on those few values instead of on all of ``u``. On CPU the comparison, the
     nonzero and the small per-event steps run in numpy (a fraction of torch's time for these ops);
     elsewhere in torch, with the events left on the device until the pass ends.
+
+    The statistics live on ``device`` (where the inputs go); a layer that runs elsewhere (a model split
+    by a device map) gets its rows copied to its own device once, on its first batch.
     """
 
     MARGIN = 1e-3
@@ -187,32 +221,48 @@ class _EventReducer:
         self.scale = torch.as_tensor(calib.sigma, dtype=torch.float32, device=device) + EPS
         loose = floor - self.MARGIN
         self.keep_all = not loose > 0  # a floor at or below the margin (or -inf): every value is tested exactly
+        self.lo = self.hi = self.ref_lo = self.ref_hi = None
         if not self.keep_all:
             self.hi, self.lo = self.mu + loose * self.scale, self.mu - loose * self.scale
         if reference_tau is not None:
             self.ref_hi = self.mu + reference_tau * self.scale
             self.ref_lo = self.mu - reference_tau * self.scale
         self.floor, self.ref, self.window = floor, reference_tau, window
-        self.numpy = torch.device(device).type == "cpu" and self.NUMPY_ON_CPU
-        if self.numpy:
-            self.mu_np, self.scale_np = self.mu.numpy(), self.scale.numpy()
+        self._np: tuple[np.ndarray, np.ndarray] | None = None  # (mu, scale) as numpy, on first CPU layer
+        self._stats: dict[tuple[int, torch.device], _LayerStats] = {}
         L = calib.n_layers
         self.site: list[list[torch.Tensor]] = [[] for _ in range(L)]
         self.z: list[list[torch.Tensor]] = [[] for _ in range(L)]
-        self.ref_pos = torch.zeros(L, dtype=torch.int64, device=device)
-        self.ref_abs = torch.zeros(L, dtype=torch.int64, device=device)
+        self.ref_pos: list[torch.Tensor | int] = [0] * L  # spikes at reference_tau, on each layer's device
+        self.ref_abs: list[torch.Tensor | int] = [0] * L
         self.start = 0
-        self.valid: torch.Tensor | None = None  # bool [B, T] of the current batch
+        self.mask = _BatchMask()  # valid sites of the current batch
         self._scratch: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def _outside(self, layer: int, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``clamp(u, lo, hi)`` and ``clamp(u, lo, hi) != u`` (bool) of ``layer``, into scratch tensors
-        reused across layers and batches."""
-        if self._scratch is None or self._scratch[0].shape != u.shape:
+    def stats(self, layer: int, device: torch.device) -> _LayerStats:
+        """``layer``'s rows on ``device``: views on the reducer's own device, else copies made once."""
+        key = (layer, device)
+        if key not in self._stats:
+            row = lambda t: None if t is None else t[layer].to(device)  # a view (no copy) on self.device
+            self._stats[key] = _LayerStats(row(self.mu), row(self.scale), row(self.lo), row(self.hi),
+                                           row(self.ref_lo), row(self.ref_hi))
+        return self._stats[key]
+
+    def _numpy(self, u: torch.Tensor) -> bool:
+        return u.device.type == "cpu" and self.NUMPY_ON_CPU
+
+    def ref_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """int64 [L] each: spikes at ``reference_tau`` per layer, ``pos`` and ``abs``."""
+        return tuple(np.array([int(c) for c in counts], dtype=np.int64) for counts in (self.ref_pos, self.ref_abs))
+
+    def _outside(self, st: _LayerStats, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``clamp(u, lo, hi)`` and ``clamp(u, lo, hi) != u`` (bool) of one layer, into scratch tensors
+        reused across layers and batches (per device)."""
+        if self._scratch is None or self._scratch[0].shape != u.shape or self._scratch[0].device != u.device:
             self._scratch = torch.empty_like(u), torch.empty(u.shape, dtype=torch.bool, device=u.device)
         clamped, outside = self._scratch
-        torch.clamp(u, self.lo[layer], self.hi[layer], out=clamped)
-        if self.numpy:
+        torch.clamp(u, st.lo, st.hi, out=clamped)
+        if self._numpy(u):
             np.not_equal(u.numpy(), clamped.numpy(), out=outside.numpy())
         else:
             torch.ne(u, clamped, out=outside)
@@ -220,38 +270,44 @@ class _EventReducer:
 
     def __call__(self, layer: int, u: torch.Tensor) -> None:
         u = u.detach().float()
+        st, valid = self.stats(layer, u.device), self.mask.on(u.device)
         if self.ref is not None:  # only the g = 1 pass that shapes baseline_profile pays for this
-            above = (u > self.ref_hi[layer]).sum(-1)[self.valid].sum()
-            below = (u < self.ref_lo[layer]).sum(-1)[self.valid].sum()
-            self.ref_pos[layer] += above
-            self.ref_abs[layer] += above + below
-        site, z = (self._events_numpy if self.numpy else self._events_torch)(layer, u)
+            above = (u > st.ref_hi).sum(-1)[valid].sum()
+            below = (u < st.ref_lo).sum(-1)[valid].sum()
+            self.ref_pos[layer] = self.ref_pos[layer] + above
+            self.ref_abs[layer] = self.ref_abs[layer] + above + below
+        site, z = (self._events_numpy if self._numpy(u) else self._events_torch)(layer, st, u, valid)
         self.site[layer].append(site)
         self.z[layer].append(z)
 
-    def _events_numpy(self, layer: int, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _events_numpy(self, layer: int, st: _LayerStats, u: torch.Tensor, valid: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._np is None:  # shares memory with mu / scale when those are on the CPU
+            self._np = self.mu.cpu().numpy(), self.scale.cpu().numpy()
+        mu_np, scale_np = self._np
         flat = u.numpy().reshape(-1)
-        idx = np.arange(flat.size) if self.keep_all else np.flatnonzero(self._outside(layer, u)[1].numpy())
+        idx = np.arange(flat.size) if self.keep_all else np.flatnonzero(self._outside(st, u)[1].numpy())
         v = flat[idx]
         if not np.isfinite(v).all():  # every non-finite value of u is in v
             raise NonFiniteActivationError(f"non-finite values (NaN/inf) in the MLP tap of layer {layer}")
         site, i = np.divmod(idx, u.shape[-1])  # site = b * T + t within the batch
-        z = (v - self.mu_np[layer][i]) / self.scale_np[layer][i]  # float32, exactly as defined
-        keep = (np.abs(z) > self.floor) & self.valid.numpy().reshape(-1)[site]
+        z = (v - mu_np[layer][i]) / scale_np[layer][i]  # float32, exactly as defined
+        keep = (np.abs(z) > self.floor) & valid.numpy().reshape(-1)[site]
         return torch.from_numpy(site[keep] + self.start * self.window), torch.from_numpy(z[keep])
 
-    def _events_torch(self, layer: int, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _events_torch(self, layer: int, st: _LayerStats, u: torch.Tensor, valid: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
         flat = u.reshape(-1)
         if self.keep_all:
             idx = torch.arange(flat.numel(), device=u.device)
         else:
-            idx = self._outside(layer, u)[1].view(-1).nonzero().squeeze(1)
+            idx = self._outside(st, u)[1].view(-1).nonzero().squeeze(1)
         v = flat[idx]
         check_finite(v, f"the MLP tap of layer {layer}")  # every non-finite value of u is in v
         site = torch.div(idx, u.shape[-1], rounding_mode="floor")  # b * T + t within the batch
         i = idx - site * u.shape[-1]
-        z = (v - self.mu[layer, i]) / self.scale[layer, i]  # float32, exactly as defined
-        keep = (z.abs() > self.floor) & self.valid.reshape(-1)[site]
+        z = (v - st.mu[i]) / st.scale[i]  # float32, exactly as defined
+        keep = (z.abs() > self.floor) & valid.reshape(-1)[site]
         return site[keep] + self.start * self.window, z[keep]
 
 
@@ -268,21 +324,22 @@ def collect_events(model: torch.nn.Module, tokens: np.ndarray, valid: np.ndarray
     n, window = tokens.shape
     if valid.shape != tokens.shape:
         raise ValueError(f"valid {valid.shape} and tokens {tokens.shape} differ in shape")
-    device = next(model.parameters()).device
+    device = input_device(model)
     arch = architecture(model)
     if arch.d_ff != calib.d_ff or arch.n_layers != calib.n_layers:
         raise ValueError("calibration was computed for a different model shape")
     red = _EventReducer(calib, z_floor, reference_tau, window, device)
     with gain(model, g, gain_where, gain_layers), attach(model, Hook("mlp.tap", red)):
         for start, ids, ok in _batches(tokens, valid, batch_size, f"events g={g:g}", progress):
-            red.start, red.valid = start, ok.to(device)
+            red.start = start
+            red.mask.set(ok.to(device))
             forward_hidden(model, ids.to(device))
     cat = lambda parts, dt: torch.cat(parts).cpu().numpy().astype(dt) if parts else np.zeros(0, dt)
+    ref_pos, ref_abs = red.ref_counts() if reference_tau is not None else (None, None)
     return EventSet(
         shape=(n, window, calib.n_layers), d_ff=calib.d_ff, valid=valid.copy(), floor=float(z_floor),
         site=[cat(p, np.int64) for p in red.site], z=[cat(p, np.float32) for p in red.z],
-        reference_tau=reference_tau, ref_count_pos=red.ref_pos.cpu().numpy() if reference_tau is not None else None,
-        ref_count_abs=red.ref_abs.cpu().numpy() if reference_tau is not None else None)
+        reference_tau=reference_tau, ref_count_pos=ref_pos, ref_count_abs=ref_abs)
 
 
 # --------------------------------------------------------------------------- thresholds

@@ -17,8 +17,8 @@ from .gain_stack import EXPORT_FOLDER, KEYS, OUTPUTS, GainStack
 #: the live explorer's slice: small enough for a minute on 2 CPU cores, overridable by any params key
 LIVE_DEFAULTS: dict[str, Any] = {"n_sequences": 4, "n_calibration": 8, "window": 64}
 #: params keys a live stack depends on (its cache key)
-LIVE_KEYS = ("model", "dtype", "device", "torch_threads", "batch_size", "seed", "dataset_a", "window", "n_sequences",
-             "n_calibration", "exclude_first_token", "target_rates", "rate_reference_d_ff", "target_profile",
+LIVE_KEYS = ("model", "dtype", "device", "device_map", "torch_threads", "batch_size", "seed", "dataset_a", "window",
+             "n_sequences", "n_calibration", "exclude_first_token", "target_rates", "rate_reference_d_ff", "target_profile",
              "reference_tau", "z_floor", "fixed_tau", "gains")
 
 
@@ -68,7 +68,7 @@ def compute(model: str, cache: bool = True, **overrides: Any) -> GainStack:
         with np.load(path) as z:
             return GainStack.from_npz_dict(z, **meta)
     runtime.configure(p["seed"], p["torch_threads"])
-    lm = load_model(model, dtype=p["dtype"], device=p["device"], seed=p["seed"])
+    lm = load_model(model, dtype=p["dtype"], device=p["device"], seed=p["seed"], device_map=p["device_map"])
     if lm.tokenizer is None:
         raise ValueError(f"model {model!r} has no tokenizer: a live stack needs real text")
     a = pipeline.build_slices(lm.tokenizer, p, ("a_calibration", "a_lattice"))

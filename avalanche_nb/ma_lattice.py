@@ -28,6 +28,7 @@ from scipy import stats as st
 
 from . import avalanches as av
 from . import hooks, massive, multistep, nulls
+from .models import input_device
 from .options import MA_CRITERIA
 from .provenance import clocked
 from .stats import bootstrap_weights
@@ -128,7 +129,7 @@ def site_outlier_ratios(model, tokens: np.ndarray, *, batch_size: int) -> np.nda
         median = massive.sequence_median(a.reshape(a.shape[0], -1))
         out[state["batch"], :, layer] = (a.amax(-1) / median[:, None]).double().cpu().numpy()
 
-    device = next(model.parameters()).device
+    device = input_device(model)
     with hooks.attach(model, hooks.Hook("resid.out", tap)):
         for s0 in range(0, N, batch_size):
             state["batch"] = slice(s0, min(N, s0 + batch_size))

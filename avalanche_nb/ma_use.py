@@ -22,6 +22,7 @@ import torch
 
 from . import generation as gen
 from . import hooks, probes
+from .models import input_device
 from .token_classes import token_class
 
 #: continuation metrics, in table order
@@ -118,7 +119,7 @@ def layer_states(model, tokens: np.ndarray, layers: list[int], batch_size: int) 
     """float32 [N, T, d] per layer of ``layers``: the decoder layer's output (the residual stream)."""
     got: dict[int, list[np.ndarray]] = {l: [] for l in layers}
     tap = hooks.Hook("resid.out", lambda l, h: got[l].append(h.detach().float().cpu().numpy()), layers=layers)
-    device = next(model.parameters()).device
+    device = input_device(model)
     with hooks.attach(model, tap):
         for s in range(0, len(tokens), batch_size):
             model.base_model(input_ids=torch.as_tensor(np.array(tokens[s:s + batch_size]), device=device),

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import hooks
+from .models import input_device
 from .options import MA_CRITERIA
 
 SUN_ABS, SUN_RATIO = 100.0, 1000.0
@@ -122,7 +123,8 @@ def scan(model: nn.Module, tokens: np.ndarray, *, ma_top_k: int, batch_size: int
         for arr, v in zip((out.top_abs, out.top_val, out.pos, out.dim, out.median), _reduce(h, ma_top_k)):
             arr[i, s] = v
         if i > 0:
-            out.cos_prev[i - 1, s] = F.cosine_similarity(state["prev"].float(), h.float(), dim=-1).double().cpu().numpy()
+            prev = state["prev"].to(h.device)  # the layer before may run on another device (a device map)
+            out.cos_prev[i - 1, s] = F.cosine_similarity(prev.float(), h.float(), dim=-1).double().cpu().numpy()
         state["prev"] = h.detach()
 
     def sink(layer: int, w: torch.Tensor) -> None:
@@ -135,7 +137,7 @@ def scan(model: nn.Module, tokens: np.ndarray, *, ma_top_k: int, batch_size: int
             hooks.Hook("resid.out", lambda layer, h: record(layer + 1, h))]
     if sinks:
         taps.append(hooks.Hook("attn.weights", sink))
-    device = next(model.parameters()).device
+    device = input_device(model)
     batches = range(0, N, batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -288,7 +290,7 @@ def independent_scan(model: nn.Module, tokens: np.ndarray, ma_criterion: str, ma
     """
     if model.config.num_hidden_layers < 2:
         raise ValueError("an independent scan needs at least 2 decoder layers (HF's last one is post-norm)")
-    ids = torch.as_tensor(np.array(tokens), device=next(model.parameters()).device)
+    ids = torch.as_tensor(np.array(tokens), device=input_device(model))
     hs = model.base_model(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
     # hidden_states[l + 1] is layer l's output, except the last, which HF returns after the final norm
     a = np.stack([h.abs().double().cpu().numpy() for h in hs[1:-1]])  # [L-1, N, T, d]

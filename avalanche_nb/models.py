@@ -19,6 +19,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -27,6 +28,10 @@ from .provenance import sha256_file
 
 if TYPE_CHECKING:  # torch is imported where a model is loaded: resolving a name must stay cheap
     import torch
+
+
+#: what ``load_model`` accepts as a device map: None, an accelerate strategy name or ``{module name: device}``
+DeviceMap = str | dict[str, Any] | None
 
 
 class UnknownModelError(ValueError):
@@ -174,8 +179,9 @@ def _gguf_cache(path: Path) -> tuple[Path, str]:
     return cache_dir() / "models" / f"{path.stem}-{digest[:16]}", digest
 
 
-def _load_gguf(path: Path, dtype: torch.dtype) -> tuple[torch.nn.Module, Any, str]:
-    """Dequantise a GGUF file once and cache it as safetensors; later calls load the cache."""
+def _load_gguf(path: Path, dtype: torch.dtype, device_map: DeviceMap) -> tuple[torch.nn.Module, Any, str]:
+    """Dequantise a GGUF file once and cache it as safetensors; later calls load the cache (dispatched by
+    ``device_map`` when given: the one-off dequantisation itself runs on the CPU)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -197,16 +203,76 @@ def _load_gguf(path: Path, dtype: torch.dtype) -> tuple[torch.nn.Module, Any, st
             shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
             if not (cached / "config.json").exists():
                 raise
-    model, tokenizer = _load_pretrained(str(cached), dtype)
+    model, tokenizer = _load_pretrained(str(cached), dtype, device_map)
     return model, tokenizer, digest
 
 
-def _load_pretrained(name_or_path: str, dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
+def _offload_folder(model: torch.nn.Module | None = None) -> str:
+    """A fresh folder for the weights accelerate offloads to disk, removed with ``model`` (or at exit)."""
+    folder = tempfile.mkdtemp(prefix="avalanche_nb-offload-")
+    if model is not None:
+        weakref.finalize(model, shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def _load_pretrained(name_or_path: str, dtype: torch.dtype, device_map: DeviceMap) -> tuple[torch.nn.Module, Any]:
+    """A ``save_pretrained`` folder or cached HF id: on the CPU, or dispatched by ``device_map``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
+    if device_map is None:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
+    else:
+        folder = _offload_folder()
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, device_map=device_map,
+                                                     offload_folder=folder)
+        weakref.finalize(model, shutil.rmtree, folder, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     return model, tokenizer
+
+
+def _dispatch(model: torch.nn.Module, device_map: DeviceMap) -> torch.nn.Module:
+    """Dispatch an in-memory model (a ``tiny-*`` one) with accelerate as ``from_pretrained(device_map=...)``
+    would: a strategy name is resolved to a ``{module: device}`` map, then hooks move activations between
+    devices (and load offloaded weights) during the forward pass."""
+    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import get_balanced_memory, get_max_memory
+
+    no_split = list(model._no_split_modules or [])
+    if isinstance(device_map, str):
+        if device_map == "sequential":
+            memory = get_max_memory()
+        else:
+            memory = get_balanced_memory(model, no_split_module_classes=no_split,
+                                         low_zero=device_map == "balanced_low_0")
+        device_map = infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split)
+    folder = _offload_folder(model) if "disk" in device_map.values() else None
+    return dispatch_model(model, device_map, offload_dir=folder,
+                          skip_keys=list(model._skip_keys_device_placement or []))
+
+
+def _hook_device(module: torch.nn.Module) -> torch.device | None:
+    """The execution device of accelerate's hook on ``module`` (None when it has none)."""
+    hook = getattr(module, "_hf_hook", None)
+    for h in getattr(hook, "hooks", None) or [hook]:  # a SequentialHook chains several
+        dev = getattr(h, "execution_device", None)
+        if dev is not None:
+            import torch
+
+            return torch.device(dev)
+    return None
+
+
+def input_device(model: torch.nn.Module) -> torch.device:
+    """Where input ids go: the device of the input embeddings (for a model on one device, that device).
+
+    An embedding accelerate offloaded to CPU or disk holds a ``meta`` weight between passes; its
+    inputs go to the device its hook runs it on.
+    """
+    emb = model.get_input_embeddings()
+    device = emb.weight.device
+    if device.type == "meta":
+        return _hook_device(emb) or device
+    return device
 
 
 def _looks_like_hub_id(name: str) -> bool:
@@ -266,15 +332,19 @@ def load_tokenizer(name: str):
     return AutoTokenizer.from_pretrained(str(Path(name).expanduser()) if kind == "local" else name)
 
 
-def load_model(name: str, *, dtype: str, device: str, seed: int) -> LoadedModel:
-    """Load a causal LM offline, in eval mode, on ``device``.
+def load_model(name: str, *, dtype: str, device: str, seed: int, device_map: DeviceMap) -> LoadedModel:
+    """Load a causal LM offline, in eval mode, on ``device`` or dispatched by ``device_map``.
 
     Parameters
     ----------
     name : registry name, local path (folder or ``.gguf``) or HF id already in the local cache.
     dtype : ``"float32"`` (reproducible on CPU), ``"bfloat16"`` or ``"float16"``.
-    device : torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
+    device : torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...); ignored with a ``device_map``.
     seed : seeds the random initialisation of ``tiny-*`` models.
+    device_map : None (the whole model on ``device``), an accelerate strategy (``"auto"``, ``"balanced"``,
+        ``"balanced_low_0"``, ``"sequential"``) or an explicit ``{module name: device}`` map (``"disk"``
+        offloads). The model is then dispatched by accelerate and never moved with ``.to``; feed it
+        inputs on :func:`input_device`.
     """
     import torch
 
@@ -288,29 +358,35 @@ def load_model(name: str, *, dtype: str, device: str, seed: int) -> LoadedModel:
 
             torch.manual_seed(seed)
             model = AutoModelForCausalLM.from_config(spec.build_config(), dtype=torch_dtype)
+            if device_map is not None:
+                model = _dispatch(model, device_map)
             loaded = LoadedModel(name, model, None, "tiny", "", {"seed": seed})
         else:
             path = gguf_path(spec)
-            model, tokenizer, digest = _load_gguf(path, torch_dtype)
+            model, tokenizer, digest = _load_gguf(path, torch_dtype, device_map)
             loaded = LoadedModel(name, model, tokenizer, "gguf", digest, {"gguf_file": path.name})
     elif Path(name).expanduser().exists():
         path = Path(name).expanduser().resolve()
         if path.suffix == ".gguf":
-            model, tokenizer, digest = _load_gguf(path, torch_dtype)
+            model, tokenizer, digest = _load_gguf(path, torch_dtype, device_map)
             loaded = LoadedModel(name, model, tokenizer, "gguf", digest, {"gguf_file": path.name})
         else:
-            model, tokenizer = _load_pretrained(str(path), torch_dtype)
+            model, tokenizer = _load_pretrained(str(path), torch_dtype, device_map)
             weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
             digest = hashlib.sha256("".join(sha256_file(w) for w in weights).encode()).hexdigest()
             loaded = LoadedModel(name, model, tokenizer, "local", digest)
     elif _looks_like_hub_id(name):
         try:
-            model, tokenizer = _load_pretrained(name, torch_dtype)
+            model, tokenizer = _load_pretrained(name, torch_dtype, device_map)
         except OSError as err:
             raise UnknownModelError(
                 f"could not load {name!r} offline: it is not in the local Hugging Face cache "
                 f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE')}). Download it where you have network, "
                 f"or pass a local path.\n({err})") from err
         loaded = LoadedModel(name, model, tokenizer, "hub-cache", getattr(model.config, "_commit_hash", "") or "")
-    loaded.model.to(device).eval()
+    if device_map is None:
+        loaded.model.to(device)
+    else:  # accelerate placed it; .to() would break (or refuse) a dispatched model
+        loaded.info["device_map"] = {k: str(v) for k, v in loaded.model.hf_device_map.items()}
+    loaded.model.eval()
     return loaded

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import warnings
 
+#: accelerate's device-map strategies for a model larger than one device (``from_pretrained(device_map=...)``)
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 #: spike definitions: ``pos`` is z > tau, ``abs`` is |z| > tau
 SPIKE_DEFS = ("pos", "abs")
 #: per-layer target profiles of the rate-matched thresholds

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .options import (ABLATIONS, ADJACENCIES, ARC_SUBSETS, GSTAR_RULE_RENAMED, GSTAR_RULES, MA_CRITERIA,
+from .options import (ABLATIONS, ADJACENCIES, ARC_SUBSETS, DEVICE_MAPS, GSTAR_RULE_RENAMED, GSTAR_RULES, MA_CRITERIA,
                       MA_INTERVENTIONS, TARGET_PROFILES, TEXT_SOURCES, check_gain_grid, gstar_rule)
 
 
@@ -86,6 +86,10 @@ SCHEMA: dict[str, Param] = {
     "model": Param("smollm2-135m-instruct", str, "registry name, local path (folder or .gguf) or HF id in the local cache"),
     "dtype": Param("float32", str, "weights and compute dtype", check=_one_of(("float32", "bfloat16", "float16"))),
     "device": Param("cpu", str, "torch device (cpu, cuda, cuda:1, ...)"),
+    "device_map": Param(None, str, "null: the whole model on `device`; else accelerate's strategy (auto, balanced, "
+                        "balanced_low_0, sequential): the model is dispatched across the visible GPUs (and CPU/disk "
+                        "when they do not fit), inputs go to the device of the embeddings, and `device` is then "
+                        "ignored", nullable=True, check=_one_of(DEVICE_MAPS)),
     "torch_threads": Param(2, int, "CPU threads for torch (fixed so numbers repeat); 0 keeps torch's default"),
     "batch_size": Param(8, int, "sequences per forward pass", check=_positive),
     "seed": Param(0, int, "seeds slice sampling and every random draw"),

@@ -27,12 +27,13 @@ class ReplicationModelError(RuntimeError):
     """A replication model could not be loaded offline or is not supported."""
 
 
-def load(name: str, dtype: str, device: str, seed: int):
-    """The model, or ReplicationModelError naming it and why (so the other models can go on)."""
+def load(name: str, dtype: str, device: str, seed: int, device_map: str | None):
+    """The model (on ``device``, or dispatched by the accelerate strategy ``device_map``), or
+    ReplicationModelError naming it and why (so the other models can go on)."""
     from .models import load_model
 
     try:
-        lm = load_model(name, dtype=dtype, device=device, seed=seed)
+        lm = load_model(name, dtype=dtype, device=device, seed=seed, device_map=device_map)
         hooks.architecture(lm.model)
     except Exception as err:  # noqa: BLE001 - any load failure is reported per model, with its cause
         raise ReplicationModelError(f"replication model {name!r} cannot be used offline: "
@@ -93,7 +94,7 @@ def measure(name: str, p: Mapping[str, Any], log=None) -> dict[str, Any]:
     Returns ``{"info", "summary_g1", "sweep", "evidence", "picks", "gstar", "search", "transfer", "arc",
     "arc_grid", "mcnemar"}``.
     """
-    lm = load(name, p["dtype"], p["device"], p["seed"])
+    lm = load(name, p["dtype"], p["device"], p["seed"], p["device_map"])
     arch = hooks.architecture(lm.model)
     a = pipeline.build_slices(lm.tokenizer, p, ("a_calibration", "a_lattice"))
     tokens = a["a_lattice"].tokens

@@ -22,6 +22,7 @@ from . import finetune, hooks, oe_tasks
 from . import interventions as iv
 from .generation import paired_difference
 from .ma_experiments import control_layers
+from .models import input_device
 from .stats import mcnemar
 
 #: the columns that identify one scored configuration
@@ -97,7 +98,7 @@ def finetune_table(lm, p: Mapping[str, Any], me: Mapping[str, Any], tasks: Mappi
     of their lists; the training loss per (applied, step)). The memory check runs before any fine-tune."""
     model, tok = lm.model, lm.tokenizer
     sizes = dict(batch_size=p["finetune_batch_size"], window=p["finetune_window"], rank=p["finetune_lora_rank"])
-    finetune.check_memory(model, p["device"], **sizes)
+    finetune.check_memory(model, str(input_device(model)), **sizes)  # `device` is ignored under a device map
     texts = finetune_texts(held_out)
     if not texts:
         raise ValueError("fine-tuning needs a bits-per-byte task in `math_tasks` (its held-out documents are the text)")

@@ -32,6 +32,10 @@ LOGS = "logs"  # the run folder's subfolder of kernel output, one file per phase
 class PhaseFailedError(RuntimeError):
     """A phase's notebook raised; its staging folder is kept as ``<phase>.failed``."""
 
+    def __init__(self, message: str, phase: str):
+        super().__init__(message)
+        self.phase = phase
+
 
 class UnverifiedRunError(ValueError):
     """A run's artifacts do not match their manifests, so nothing may be built from it."""
@@ -343,9 +347,9 @@ def _run_phase(run_dir: Path, phase: str, nb, params, notebooks: Path) -> Path:
         os.rename(stage, failed)
         if isinstance(err, DeadKernelError):
             raise PhaseFailedError(f"phase {phase}: the kernel died (out of memory?); its output is in "
-                                   f"{run_dir / LOGS / f'{phase}.kernel.log'}") from None
+                                   f"{run_dir / LOGS / f'{phase}.kernel.log'}", phase) from None
         raise PhaseFailedError(f"phase {phase} failed in cell {err.exec_count} ({err.ename}: {err.evalue}); "
-                               f"the executed notebook is in {failed}") from None
+                               f"the executed notebook is in {failed}", phase) from None
     except KeyboardInterrupt:
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the cancelled cell's task, not news
         done = finished(run_dir)
@@ -357,7 +361,7 @@ def _run_phase(run_dir: Path, phase: str, nb, params, notebooks: Path) -> Path:
     if lacking:
         failed = run_dir / f"{phase}.failed"
         os.rename(stage, failed)
-        raise PhaseFailedError(f"phase {phase} finished without writing {', '.join(lacking)}; see {failed}")
+        raise PhaseFailedError(f"phase {phase} finished without writing {', '.join(lacking)}; see {failed}", phase)
     final = provenance.finish_phase(run_dir, phase, run_dir.name, dict(params), REPO, time.perf_counter() - t0)
     print(f"[avalanche-nb] {phase} done in {time.perf_counter() - t0:.0f} s -> {final}", flush=True)
     return final

@@ -30,6 +30,7 @@ from torch import nn
 from . import hooks
 from .progress import track
 from .data import ArcQuestion, default_add_bos
+from .models import input_device
 
 ARC_PROMPT = "Question: {question}\nAnswer:"
 ARC_BOOTSTRAP = 1000  # resamples of the questions behind each ARC accuracy's 95% CI
@@ -46,8 +47,10 @@ def head_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
 
 def _token_logprobs(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     """log p(target) for rows of hidden [P, d] and targets [P]; the head runs ``chunk`` rows at a time."""
-    out = [torch.log_softmax(head_logits(model, h), -1).gather(-1, t[:, None])[:, 0]
-           for h, t in zip(hidden.split(chunk), targets.split(chunk))]
+    out = []
+    for h, t in zip(hidden.split(chunk), targets.split(chunk)):
+        logp = torch.log_softmax(head_logits(model, h), -1)  # on the LM head's device (a device map may move it)
+        out.append(logp.gather(-1, t[:, None].to(logp.device))[:, 0])
     return torch.cat(out) if out else hidden.new_zeros(0)
 
 
@@ -62,7 +65,7 @@ def window_nll(model: nn.Module, tokens: np.ndarray, score_batch_size: int, g: f
     tokens = np.asarray(tokens)
     if tokens.ndim != 2 or tokens.shape[1] < 2:
         raise ValueError(f"tokens must be [N, T] with T >= 2, got shape {tokens.shape}")
-    device = next(model.parameters()).device
+    device = input_device(model)
     out = np.empty((tokens.shape[0], tokens.shape[1] - 1))
     with hooks.gain(model, g, where, layers):
         for s in range(0, len(tokens), score_batch_size):
@@ -114,7 +117,7 @@ def continuation_loglik(model: nn.Module, prompts: Sequence[Prompt], *, score_ba
     forward of context + continuation.
     """
     _check_prompts(prompts)
-    device = next(model.parameters()).device
+    device = input_device(model)
     window = attention_window(model.config)
     order = np.argsort([len(p.context) + sum(map(len, p.continuations)) for p in prompts], kind="stable")[::-1]
     starts = np.cumsum([0] + [len(p.continuations) for p in prompts])
@@ -315,7 +318,7 @@ def _prefix_group_loglik(model: nn.Module, prompts: Sequence[Prompt], P: int, sc
     """:func:`shared_prefix_loglik` of prompts whose contexts share their first ``P`` tokens."""
     import copy
 
-    device = next(model.parameters()).device
+    device = input_device(model)
     cache = model.base_model(input_ids=torch.tensor([prompts[0].context[:P]], device=device), use_cache=True
                              ).past_key_values
     # one row per distinct input (rest of the context + continuation inputs): the single-token choices

@@ -35,7 +35,7 @@ def main() -> None:
 
     p = P.validate({})  # the schema's defaults: dtype, device, seed, z_floor, exclude_first_token
     runtime.configure(p.seed, args.threads)
-    lm = load_model(args.model, dtype=p.dtype, device=p.device, seed=p.seed)
+    lm = load_model(args.model, dtype=p.dtype, device=p.device, seed=p.seed, device_map=p.device_map)
     model = lm.model
     s = build_slice(lm.tokenizer, "boolq", args.batch * 2, args.window, seed=p.seed)
     calib_tokens, tokens = s.tokens[: args.batch], s.tokens[args.batch:]

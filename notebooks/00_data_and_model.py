@@ -44,7 +44,7 @@ p, out = runtime.start(run_dir, "00_data_and_model")
 
 # %%
 with provenance.timed(out, "load_model"):
-    lm = load_model(p.model, dtype=p.dtype, device=p.device, seed=p.seed)
+    lm = load_model(p.model, dtype=p.dtype, device=p.device, seed=p.seed, device_map=p.device_map)
 arch = hooks.architecture(lm.model)
 info = lm.describe() | {"d_ff": arch.d_ff, "gated_mlp": arch.gated,
                         "n_parameters": sum(x.numel() for x in lm.model.parameters())}

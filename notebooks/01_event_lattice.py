@@ -46,7 +46,7 @@ from avalanche_nb.lattice import SPIKE_DEFS
 from avalanche_nb.models import load_model
 
 p, out = runtime.start(run_dir, "01_event_lattice")
-lm = load_model(p.model, dtype=p.dtype, device=p.device, seed=p.seed)
+lm = load_model(p.model, dtype=p.dtype, device=p.device, seed=p.seed, device_map=p.device_map)
 tokens = pipeline.read_tokens(run_dir, out)
 
 # %% [markdown]

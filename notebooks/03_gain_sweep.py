@@ -51,7 +51,7 @@ from avalanche_nb.models import load_model
 
 p, out = runtime.start(run_dir, "03_gain_sweep")
 gain_grid = sweep.check_gains(p.gains)
-lm = load_model(p.model, dtype=p.dtype, device=p.device, seed=p.seed)
+lm = load_model(p.model, dtype=p.dtype, device=p.device, seed=p.seed, device_map=p.device_map)
 tokens = pipeline.read_tokens(run_dir, out)["a_lattice"]
 valid = pipeline.valid_mask(tokens, p)
 ref = pipeline.read_reference(run_dir, out)  # phase 01's calibration, targets and fixed thresholds

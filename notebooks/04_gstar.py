@@ -59,7 +59,7 @@ if not np.allclose(lattices["g"], gain_grid):
 valid = lattices["valid"]
 tokens = pipeline.read_tokens(run_dir, out)
 ref = pipeline.read_reference(run_dir, out)
-lm = load_model(p.model, dtype=p.dtype, device=p.device, seed=p.seed)
+lm = load_model(p.model, dtype=p.dtype, device=p.device, seed=p.seed, device_map=p.device_map)
 
 # %% [markdown]
 # ## The rule's evidence, from Dataset A only

@@ -64,7 +64,7 @@ tables = {k: [] for k in mx.TABLES}
 me_info, findings, failures = {}, {}, {}
 for name in track(names, "massive activations", unit="model"):
     try:
-        lm = replication.load(name, p.dtype, p.device, p.seed)
+        lm = replication.load(name, p.dtype, p.device, p.seed, p.device_map)
     except replication.ReplicationModelError as err:
         failures[name] = str(err)
         print(f"SKIPPED {name}: {err}")

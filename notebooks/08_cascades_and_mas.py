@@ -74,7 +74,7 @@ for name in track(names, "cascades and massive activations", unit="model"):
         print(f"SKIPPED {name}: {reason}")
         continue
     try:
-        lm = replication.load(name, p.dtype, p.device, p.seed)
+        lm = replication.load(name, p.dtype, p.device, p.seed, p.device_map)
     except replication.ReplicationModelError as err:
         failures[name] = str(err)
         print(f"FAILED {name}: {err}")

@@ -82,7 +82,7 @@ for name in track(names, "massive activations in use", unit="model"):
         print(f"SKIPPED {name}: {reason}")
         continue
     try:
-        lm = replication.load(name, p.dtype, p.device, p.seed)
+        lm = replication.load(name, p.dtype, p.device, p.seed, p.device_map)
     except replication.ReplicationModelError as err:
         failures[name] = str(err)
         print(f"FAILED {name}: {err}")

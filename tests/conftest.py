@@ -23,7 +23,7 @@ def run_dir(tmp_path_factory):
 def smol():
     from avalanche_nb.models import load_model
 
-    return load_model("smollm2-135m-instruct", dtype="float32", device="cpu", seed=0)
+    return load_model("smollm2-135m-instruct", dtype="float32", device="cpu", seed=0, device_map=None)
 
 
 @pytest.fixture(scope="session")

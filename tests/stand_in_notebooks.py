@@ -25,13 +25,14 @@ BODIES = {
 }
 
 
-def write_notebooks(d: Path) -> Path:
-    """One stand-in ``<phase>.py`` per phase in the new folder ``d``."""
+def write_notebooks(d: Path, bodies: dict | None = None) -> Path:
+    """One stand-in ``<phase>.py`` per phase in the new folder ``d``; ``bodies`` replace :data:`BODIES`."""
     from avalanche_nb import phases
 
     d.mkdir()
+    bodies = BODIES | (bodies or {})
     for phase in phases.names():
-        (d / f"{phase}.py").write_text(HEADER.format(phase=phase) + BODIES.get(phase, ""))
+        (d / f"{phase}.py").write_text(HEADER.format(phase=phase) + bodies.get(phase, ""))
     return d
 
 

@@ -110,7 +110,7 @@ def test_bad_targets():
 
 @pytest.fixture(scope="module")
 def tiny():
-    lm = load_model("tiny-llama", dtype="float32", device="cpu", seed=0)
+    lm = load_model("tiny-llama", dtype="float32", device="cpu", seed=0, device_map=None)
     g = np.random.default_rng(0)
     tokens = g.integers(3, 128, size=(5, 12))
     calib_tokens = g.integers(3, 128, size=(4, 12))

@@ -11,7 +11,7 @@ from avalanche_nb.models import load_model
 
 @pytest.fixture(scope="module")
 def tiny():
-    model = load_model("tiny-llama", dtype="float32", device="cpu", seed=0).model
+    model = load_model("tiny-llama", dtype="float32", device="cpu", seed=0, device_map=None).model
     rng = np.random.default_rng(0)
     return model, rng.integers(3, 128, (6, 16)), rng.integers(3, 128, (5, 16))
 

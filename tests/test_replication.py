@@ -10,9 +10,9 @@ from avalanche_nb import replication
 def test_a_model_that_cannot_load_offline_fails_with_its_name(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(replication.ReplicationModelError, match="'no-org/no-such-model'.*cannot be used offline"):
-        replication.load("no-org/no-such-model", "float32", "cpu", 0)
+        replication.load("no-org/no-such-model", "float32", "cpu", 0, None)
     with pytest.raises(replication.ReplicationModelError, match="no tokenizer"):
-        replication.load("tiny-llama", "float32", "cpu", 0)
+        replication.load("tiny-llama", "float32", "cpu", 0, None)
 
 
 def test_family_relation():

@@ -162,7 +162,7 @@ def test_a_notebook_declares_only_the_run_folder(phase):
     assert set(papermill.inspect_notebook(str(ROOT / "notebooks" / f"{phase}.ipynb"))) == {"run_dir"}
 
 
-@pytest.mark.parametrize("phase", phases.names() + ("explore",))
+@pytest.mark.parametrize("phase", phases.names() + ("explore", "campaign"))
 def test_ipynb_is_in_sync_with_its_py_source(phase):
     import jupytext
 

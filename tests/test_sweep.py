@@ -42,7 +42,7 @@ def test_shuffle_keeps_masked_positions_and_the_token_multiset():
 
 @pytest.fixture(scope="module")
 def tiny_sweep():
-    model = load_model("tiny-llama", dtype="float32", device="cpu", seed=0).model
+    model = load_model("tiny-llama", dtype="float32", device="cpu", seed=0, device_map=None).model
     rng = np.random.default_rng(0)
     tokens, calib_tokens = rng.integers(3, 128, (6, 16)), rng.integers(3, 128, (6, 16))
     valid = lat.valid_mask(6, 16, exclude_first_token=True)

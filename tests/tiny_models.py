@@ -9,7 +9,7 @@ from avalanche_nb import hooks, massive, models
 
 def load(name: str, seed: int = 0):
     """A test model in float32 on the CPU (a ``tiny-*`` one initialised with ``seed``)."""
-    return models.load_model(name, dtype="float32", device="cpu", seed=seed)
+    return models.load_model(name, dtype="float32", device="cpu", seed=seed, device_map=None)
 
 
 PLANT_LAYER, PLANT_DIM, MARK = 1, 5, 0  # the MA appears at layer 1's output, dim 5, token 0

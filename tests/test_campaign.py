@@ -1,0 +1,233 @@
+"""Campaigns on a local Ray (2 CPUs): cells of stand-in runs, a failing cell reported while the others
+finish, --resume finishing only what is unfinished, a worker killed mid-phase retried clean, and the
+campaign table equal to each cell's own artifacts."""
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from avalanche_nb import artifacts, campaign, cli, models, params as P, provenance
+from stand_in_notebooks import write_notebooks
+
+# phase 00 of seed 5 kills its Ray worker once, mid-phase, after writing a file into its staging folder; then
+# it writes a real model.json (its numbers vary with the seed, so each row is told apart)
+BODIES = {
+    "00_data_and_model": (
+        'import os, signal\nfrom pathlib import Path\nfrom avalanche_nb import artifacts\n'
+        'flag = Path(run_dir).parent.parent / "killed-once"\n'
+        'if seed == 5 and not flag.exists():\n'
+        '    (out / "attempt1").write_text("")\n'
+        '    flag.write_text(str(os.getppid()))\n'
+        '    os.kill(os.getppid(), signal.SIGKILL)  # the Ray worker that runs this cell\n'
+        '    time.sleep(1)\n    os._exit(0)\n'
+        'artifacts.write(out, "model.json", {"name": params.for_run(run_dir).model, "source": "tiny", '
+        '"weights_sha256": "", "model_type": "llama", "num_layers": 3 + seed, "hidden_size": 8, "d_ff": 16 * seed, '
+        '"gated_mlp": True, "n_parameters": 1000 + seed})\n'),
+}
+
+
+@pytest.fixture
+def campaign_notebooks(tmp_path):
+    return write_notebooks(tmp_path / "nbs", BODIES)
+
+
+def campaign_file(tmp_path, later_model):
+    (tmp_path / "base.yaml").write_text("model: tiny-llama\nprogress: false\ntorch_threads: 1\n")
+    f = tmp_path / "three.yaml"
+    f.write_text(f"base: base.yaml\ngrid:\n  seed: [1, 5]\ncells:\n  - {{id: later, model: {later_model}, seed: 2}}\n"
+                 "phases: '00'\ncpus_per_cell: 1\nmax_retries: 2\n")
+    return f
+
+
+def manifests(run_dir: Path) -> dict:
+    return {p.relative_to(run_dir).as_posix(): p.stat().st_mtime_ns for p in run_dir.glob("*/manifest.json")}
+
+
+def test_a_campaign_reports_a_failing_cell_finishes_the_others_and_resumes_only_it(tmp_path, campaign_notebooks,
+                                                                                    capsys):
+    later = tmp_path / "later-model"  # not there yet: the cell fails at its model check
+    f = campaign_file(tmp_path, later)
+    out = tmp_path / "campaigns"
+    folder = campaign.run(f, out, notebooks=campaign_notebooks, num_cpus=2, poll=0.5)
+    assert folder == out / "three"
+    table = pd.read_parquet(folder / campaign.TABLE).set_index("cell")
+    assert sorted(table.index) == ["later", "seed=1", "seed=5"]
+    assert table.loc["later", "state"] == "failed" and table.loc["later", "failed_phase"] == "plan"
+    assert "later-model" in table.loc["later", "reason"]
+    assert not (folder / "runs" / "later").exists()  # refused before any folder
+    for cid, seed in (("seed=1", 1), ("seed=5", 5)):
+        run_dir = folder / "runs" / cid
+        assert table.loc[cid, "state"] == "done"
+        info = artifacts.read(run_dir, "model.json")  # the row is the cell's own artifact
+        assert (table.loc[cid, "num_layers"], table.loc[cid, "d_ff"], table.loc[cid, "n_parameters"]) == (
+            info["num_layers"], info["d_ff"], info["n_parameters"]) == (3 + seed, 16 * seed, 1000 + seed)
+        assert table.loc[cid, "seed"] == seed and table.loc[cid, "model"] == "tiny-llama"
+        assert math.isnan(table.loc[cid, "gstar"])  # phase 04 was not in this campaign
+        assert sorted(p.name for p in run_dir.iterdir() if p.is_dir()) == ["00_data_and_model", "logs"]
+        assert [p.name for p in run_dir.iterdir() if p.name.startswith(".") or p.name.endswith(".failed")] == []
+    # seed 5's worker was killed mid-phase: Ray ran the cell again, which started phase 01 clean
+    assert (folder / "killed-once").exists()
+    assert campaign.read_status(folder, "seed=5")["attempt"] == 2
+    assert campaign.read_status(folder, "seed=1")["attempt"] == 1
+    assert not (folder / "runs" / "seed=5" / "00_data_and_model" / "attempt1").exists()
+    assert provenance.verify_phase(folder / "runs" / "seed=5" / "00_data_and_model") == []
+    printed = capsys.readouterr().out
+    assert "[campaign] later: failed in plan" in printed and "done 2 · failed 1" in printed.replace("queued 0 · ", "")
+    # the campaign notebook ran on the two finished cells
+    nb = json.loads((folder / campaign.REPORT / "campaign.ipynb").read_text())
+    assert "2 of 3 cells finished" in json.dumps(nb)
+
+    assert cli.main(["campaign", str(f), "--out", str(out), "--status"]) == 0
+    status = capsys.readouterr().out
+    assert "later  failed in plan" in status and "seed=1  done" in status
+
+    with pytest.raises(provenance.RunExistsError, match="--resume"):
+        campaign.run(f, out, notebooks=campaign_notebooks, num_cpus=2)
+    # the fix: the model now exists; --resume runs only the failed cell and touches no finished one
+    models.REGISTRY["tiny-llama"].build_config().save_pretrained(later)
+    before = {cid: manifests(folder / "runs" / cid) for cid in ("seed=1", "seed=5")}
+    campaign.run(f, out, notebooks=campaign_notebooks, num_cpus=2, poll=0.5, resume=True)
+    assert "3 cells, 1 to run" in capsys.readouterr().out
+    assert {cid: manifests(folder / "runs" / cid) for cid in before} == before
+    table = pd.read_parquet(folder / campaign.TABLE).set_index("cell")
+    assert (table.state == "done").all() and table.loc["later", "num_layers"] == 5
+    assert campaign.read_status(folder, "seed=5")["attempt"] == 2  # not run again
+
+
+def test_every_cell_is_checked_before_anything_starts(tmp_path):
+    (tmp_path / "base.yaml").write_text("model: tiny-llama\n")
+    cases = {
+        "grid:\n  sed: [0, 1]\n": "did you mean 'seed'",
+        "grid:\n  seed: [0, 1]\ncells:\n  - {n_sequences: -3}\n": "cell n_sequences=-3",
+        "grid:\n  seed: [0, 0]\n": "cell ids repeat",
+        "grid:\n  seed: 3\n": "non-empty list",
+        "grid:\n  seed: [0]\nphase: '00'\n": "did you mean 'phases'",
+        "grid:\n  seed: [0]\nphases: '00,42'\n": "42",
+        "base: nope.yaml\ngrid:\n  seed: [0]\n": "does not exist",
+        "grid:\n  seed: [0]\n  train_steps: [10]\n  train_warmup: [20]\n": "train_warmup",
+    }
+    for i, (text, message) in enumerate(cases.items()):
+        f = tmp_path / f"c{i}.yaml"
+        f.write_text("base: base.yaml\n" * ("base:" not in text) + text)
+        with pytest.raises(P.ParamsError, match=message):
+            campaign.run(f, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cells_are_the_grid_then_the_extra_cells_with_readable_ids(tmp_path):
+    (tmp_path / "base.yaml").write_text("model: tiny-llama\nseed: 3\n")
+    f = tmp_path / "c.yaml"
+    f.write_text("base: base.yaml\ngrid:\n  model: [tiny-llama, /x/y/my-model]\n  seed: [0, 1]\n"
+                 "cells:\n  - {n_sequences: 8}\n  - {id: long, window: 256}\n")
+    c = campaign.load(f)
+    assert [x.cell_id for x in c.cells] == ["model=tiny-llama,seed=0", "model=tiny-llama,seed=1",
+                                            "model=my-model,seed=0", "model=my-model,seed=1", "n_sequences=8", "long"]
+    assert c.cells[4].params["seed"] == 3 and c.cells[4].params["n_sequences"] == 8  # the base, then the overrides
+    assert c.cells[5].params["window"] == 256 and c.campaign_id == "c" and len(c.phases) == 10
+    long_id = campaign.cell_id({"model": "a" * 100})
+    assert len(long_id) == 80 and long_id != campaign.cell_id({"model": "a" * 101})
+
+
+@pytest.mark.parametrize("row, expected", [
+    (dict(p_value=float("nan"), lr_lognormal=1.0, p_lognormal=0.01, lr_exponential=1.0, p_exponential=0.01), "untested"),
+    (dict(p_value=0.5, lr_lognormal=0.3, p_lognormal=0.7, lr_exponential=2.0, p_exponential=0.01), "power_law"),
+    (dict(p_value=0.5, lr_lognormal=-3.0, p_lognormal=0.02, lr_exponential=2.0, p_exponential=0.01), "lognormal"),
+    (dict(p_value=0.01, lr_lognormal=-0.5, p_lognormal=0.6, lr_exponential=-4.0, p_exponential=0.001), "exponential"),
+    (dict(p_value=0.01, lr_lognormal=-0.5, p_lognormal=0.6, lr_exponential=3.0, p_exponential=0.001), "rejected"),
+])
+def test_fit_class_follows_clauset_et_al(row, expected):
+    assert campaign.fit_class(row) == expected
+
+
+def test_findings_say_what_repeats_and_what_does_not():
+    table = pd.DataFrame([
+        dict(cell="a", state="done", failed_phase=None, reason=None, model="m1", me_layer=3.0, gstar=0.8,
+             gstar_rule="chi_perc_max", gstar_outcome="interior", z_tot_n1_g1=5.0),
+        dict(cell="b", state="done", failed_phase=None, reason=None, model="m1", me_layer=3.0, gstar=1.2,
+             gstar_rule="chi_perc_max", gstar_outcome="edge", z_tot_n1_g1=1.0),
+        dict(cell="c", state="done", failed_phase=None, reason=None, model="m2", me_layer=1.0, gstar=0.9,
+             gstar_rule="chi_perc_max", gstar_outcome="interior", z_tot_n1_g1=3.0),
+        dict(cell="d", state="done", failed_phase=None, reason=None, model="m2", me_layer=2.0, gstar=0.9,
+             gstar_rule="chi_perc_max", gstar_outcome="interior", z_tot_n1_g1=float("nan")),
+        dict(cell="e", state="failed", failed_phase="03_gain_sweep", reason="boom", model="m2"),
+    ])
+    text = campaign.findings(table)
+    assert "* 4 of 5 cells finished" in text and "cell e failed in 03_gain_sweep: boom" in text
+    assert "m1: the ME layer is 3 in all 2 cells" in text and "m2: the ME layer varies across its 2 cells (1, 2)" in text
+    assert "m1: g* (chi_perc_max) = 0.8, 1.2 over 2 cells; 1 of them at the search edge" in text
+    assert "m2: g* (chi_perc_max) = 0.9, 0.9 over 2 cells, each an interior optimum" in text
+    assert "z > 2 at g = 1 in 2 of 3 cells" in text
+
+
+@pytest.mark.slow
+def test_the_headline_row_is_the_runs_own_artifacts(run_dir):
+    row = campaign.headline(run_dir)
+    info = json.loads((run_dir / "00_data_and_model" / "model.json").read_text())
+    assert (row["num_layers"], row["n_parameters"]) == (info["num_layers"], info["n_parameters"])
+    sweep = pd.read_parquet(run_dir / "03_gain_sweep" / "sweep.parquet")
+    g1 = sweep[(sweep.ablation == "all") & (sweep.spike_def == "pos") & (sweep.threshold_mode == "rate_matched")
+               & (sweep.g == 1.0) & (sweep.target_rate == sweep.target_rate.iloc[0])]
+    assert len(g1) == 1
+    for col in ("z_tot_n1", "z_tot_n2", "z_tot_n3", "delta_b_tot_n1"):
+        assert row[f"{col}_g1"] == pytest.approx(g1[col].iloc[0], nan_ok=True)
+    assert row["fit_class"] == campaign.fit_class(g1.iloc[0])
+    gs = json.loads((run_dir / "04_gstar" / "gstar.json").read_text())
+    assert row["gstar"] == gs["gstar"] and row["gstar_outcome"] == gs["outcome"]
+    assert {r: row[f"gstar_{r}"] for r in gs["picks"]} == gs["picks"]
+    assert {r: row[f"at_edge_{r}"] for r in gs["at_edge"]} == gs["at_edge"]
+    arc = json.loads((run_dir / "04_gstar" / "arc_summary.json").read_text())
+    rows = arc["full" if arc["full"] else "grid"]
+    easy1 = next(r for r in rows if r["subset"] == "ARC-Easy" and r["g"] == 1.0)
+    assert (row["arc_easy_acc_g1"], row["arc_easy_acc_lo_g1"], row["arc_easy_acc_hi_g1"]) == (
+        easy1["acc"], easy1["acc_lo"], easy1["acc_hi"])
+    tr = pd.read_parquet(run_dir / "04_gstar" / "transfer.parquet").set_index("g")
+    assert row["ppl_b_ratio_gstar"] == pytest.approx(tr.perplexity[gs["gstar"]] / tr.perplexity[1.0])
+    me = json.loads((run_dir / "06_massive" / "me_layer.json").read_text())["models"]["smollm2-135m-instruct"]
+    assert row["me_layer"] == me["me_layer"]
+    prof = pd.read_parquet(run_dir / "06_massive" / "profile.parquet")
+    ratio = prof[(prof.model == "smollm2-135m-instruct") & (prof.layer == me["me_layer"])].ratio.iloc[0]
+    assert row["ma_ratio"] == ratio
+    found = json.loads((run_dir / "06_massive" / "findings.json").read_text())["smollm2-135m-instruct"]
+    assert row["ma_zero_ppl_ratio"] == pytest.approx(found["perplexity_ratio"]["zero"])
+    assert row["ma_mean_ppl_ratio"] == pytest.approx(found["perplexity_ratio"]["mean"])
+
+
+def test_ctrl_c_stops_the_campaign_and_keeps_finished_cells(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    nbs = write_notebooks(tmp_path / "nbs", {"00_data_and_model": (
+        'if seed == 17:  # a hang: the marker tells the test the cell is running\n'
+        '    (out / "sleeping").write_text("")\n    time.sleep(120)\n')})
+    (tmp_path / "base.yaml").write_text("model: tiny-llama\nprogress: false\ntorch_threads: 1\n")
+    f = tmp_path / "hang.yaml"
+    f.write_text("base: base.yaml\ngrid:\n  seed: [1, 17]\nphases: '00'\ncpus_per_cell: 1\n")
+    out = tmp_path / "campaigns"
+    code = ("import sys\nfrom avalanche_nb import campaign\ntry:\n"
+            "    campaign.run(sys.argv[2], sys.argv[3], notebooks=sys.argv[1], num_cpus=2, poll=0.5)\n"
+            "except campaign.CampaignInterrupted as err:  # what `avalanche-nb campaign` does with it\n"
+            "    print(err, file=sys.stderr)\n    sys.exit(130)\n")
+    # SIGINT at its default in the child even when pytest itself runs as a background job (SIG_IGN)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(nbs), str(f), str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    folder = out / "hang"
+    marker = folder / "runs" / "seed=17" / ".00_data_and_model.partial" / "sleeping"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (marker.exists() and (folder / "runs" / "seed=1" / "00_data_and_model").is_dir()):
+        time.sleep(0.5)
+    assert marker.exists(), proc.communicate(timeout=60)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted; finished cells are intact" in stderr and "--resume" in stderr
+    assert campaign.read_status(folder, "seed=1")["state"] == "done"
+    assert provenance.verify_phase(folder / "runs" / "seed=1" / "00_data_and_model") == []
+    assert campaign.read_status(folder, "seed=17")["state"] == "interrupted"
+    assert not (folder / "runs" / "seed=17" / "00_data_and_model").exists()
