@@ -10,7 +10,7 @@ A campaign file names a base params file and the cells to run::
       - {id: smol-long, model: smollm2-135m-instruct, n_sequences: 64}
     phases: "00,01,02,03,04,06"     # optional; default every phase
     cpus_per_cell: 2                # optional; default the cell's torch_threads
-    gpus_per_cell: 1                # optional; default 1 when CUDA is visible here, else 0
+    gpus_per_cell: 1                # optional; default 1 for a cell on CUDA (device / device_map), else 0
     max_retries: 2                  # optional; re-runs of a cell whose worker died (default 2)
 
 Each cell is one ordinary run (:func:`runner.run`: the same phases, staging folders and manifests)
@@ -39,6 +39,7 @@ import re
 import socket
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ import yaml
 
 from . import params as P
 from . import provenance
-from .runner import finished, select_phases
+from .runner import check_inputs, finished, select_phases
 
 CAMPAIGN_KEYS = {
     "base": "params file every cell starts from (relative to the campaign file); default: the schema's defaults",
@@ -55,10 +56,11 @@ CAMPAIGN_KEYS = {
     "cells": "list of extra cells, each a mapping of params overrides with an optional `id`",
     "phases": "phases of every cell (`avalanche-nb run --phases` syntax); default every phase",
     "cpus_per_cell": "CPUs Ray reserves for a cell; default the cell's torch_threads (1 when 0)",
-    "gpus_per_cell": "GPUs Ray reserves for a cell; default 1 when CUDA is visible to the driver, else 0",
+    "gpus_per_cell": "GPUs Ray reserves for a cell; default 1 when its params say device: cuda... or give a "
+                     "device_map, else 0",
     "max_retries": "times Ray re-runs a cell whose worker died (a failing phase is not retried); default 2",
 }
-CAMPAIGN_FILE, CELLS_FILE, TABLE = "campaign.yaml", "cells.json", "campaign.parquet"
+CAMPAIGN_FILE, CELLS_FILE, TABLE, LOCK = "campaign.yaml", "cells.json", "campaign.parquet", ".lock"
 NOTEBOOK = "campaign"  # notebooks/campaign.py, executed as <campaign>/report/campaign.ipynb
 REPORT = "report"  # the executed campaign notebook and its figures/
 
@@ -175,7 +177,12 @@ def load(path: str | Path, campaign_id: str | None = None) -> Campaign:
     cid = campaign_id or source.stem
     if "/" in cid or cid.startswith("."):
         raise _error(source, f"campaign id {cid!r} may not contain '/' or start with '.'")
-    return Campaign(cid, source, tuple(cells), tuple(select_phases(spec.get("phases"))),
+    phases = tuple(select_phases(spec.get("phases")))
+    try:
+        check_inputs(list(phases), [])  # every cell starts a fresh run: a phase's inputs must be in the campaign
+    except P.ParamsError as err:
+        raise _error(source, f"phases: {err}") from None
+    return Campaign(cid, source, tuple(cells), phases,
                     spec.get("cpus_per_cell"), spec.get("gpus_per_cell"), retries)
 
 
@@ -217,33 +224,47 @@ def read_status(folder: Path, cid: str) -> dict:
 
 def run_cell(folder: str, cid: str, phases: list[str], notebooks: str | None) -> dict:
     """Run (or finish) one cell's run folder; returns its status record. Runs inside a Ray worker:
-    a failing phase or a refused model becomes a ``failed`` record (the campaign goes on); a dead worker
-    is Ray's to retry, and the retry resumes the run, removing the dead attempt's staging folder."""
+    a failing phase, a refused model or any other error becomes a ``failed`` record (the campaign goes
+    on); a dead worker is Ray's to retry, and the retry resumes the run, removing the dead attempt's
+    staging folder (its kernel exited with its worker: see ``runner._kernel_manager``)."""
+    import shutil
+
     from . import runner
 
     folder = Path(folder)
+    host = socket.gethostname()
+    if not (folder / CELLS_FILE).is_file():  # a cluster node that does not mount the campaign folder
+        return {"cell": cid, "state": "failed", "phase": "plan", "host": host,
+                "reason": f"the campaign folder {folder} is not visible on {host}: put it on a filesystem every "
+                          "node mounts at the same path"}
     runs, params_file = folder / "runs", folder / "params" / f"{cid}.yaml"
     run_dir = runs / cid
-    state, _ = cell_state(run_dir, tuple(phases))
-    if state == "done":
-        return read_status(folder, cid)
     prior = read_status(folder, cid)
+    if cell_state(run_dir, tuple(phases))[0] == "done":  # e.g. the worker died after the last phase
+        if prior.get("state") != "done":
+            write_status(folder, cid, **{**prior, "state": "done", "phase": None, "reason": None})
+        return read_status(folder, cid)
     attempt = prior.get("attempt", 0) + 1
-    write_status(folder, cid, state="running", attempt=attempt, host=socket.gethostname(), pid=os.getpid())
+    write_status(folder, cid, state="running", attempt=attempt, host=host, pid=os.getpid())
     t0 = time.perf_counter()
+    if run_dir.is_dir() and not (run_dir / P.PARAMS_FILE).exists():
+        shutil.rmtree(run_dir)  # a worker died between creating the folder and writing its params: nothing in it
     resume = run_dir.is_dir()
     todo = [ph for ph in phases if not (resume and (run_dir / ph).is_dir())]
-    record: dict[str, Any] = {"attempt": attempt, "host": socket.gethostname()}
+    record: dict[str, Any] = {"attempt": attempt, "host": host}
     try:
         runner.run(params_file, ",".join(todo), out=runs, run_id=cid, resume=resume,
                    notebooks=Path(notebooks) if notebooks else None)
         record |= {"state": "done"}
     except runner.PhaseFailedError as err:
         record |= {"state": "failed", "phase": err.phase, "reason": str(err)}
-    except (P.ParamsError, provenance.RunExistsError, FileNotFoundError) as err:
+    except (P.ParamsError, provenance.RunExistsError) as err:
         record |= {"state": "failed", "phase": "plan", "reason": str(err)}
     except (runner.RunInterrupted, KeyboardInterrupt) as err:
         record |= {"state": "interrupted", "phase": cell_state(run_dir, tuple(phases))[1], "reason": str(err)}
+    except Exception as err:  # noqa: BLE001 - whatever else stops a cell is its own failure, not the campaign's
+        record |= {"state": "failed", "phase": cell_state(run_dir, tuple(phases))[1] or "plan",
+                   "reason": f"{type(err).__name__}: {err}"}
     record["seconds"] = round(time.perf_counter() - t0, 1)
     write_status(folder, cid, **record)
     return read_status(folder, cid)
@@ -252,13 +273,8 @@ def run_cell(folder: str, cid: str, phases: list[str], notebooks: str | None) ->
 # --------------------------------------------------------------------------- the campaign
 
 
-def _prepare(c: Campaign, folder: Path, resume: bool) -> list[Cell]:
-    """Create (or check, on resume) the campaign folder; returns the cells still to run."""
-    if folder.exists() and not resume:
-        raise provenance.RunExistsError(f"campaign {folder} exists already; --resume finishes its unfinished cells "
-                                        "(finished cells are never run again), or pick another campaign id")
-    if resume and not folder.is_dir():
-        raise provenance.RunExistsError(f"--resume: campaign {folder} does not exist")
+def _prepare(c: Campaign, folder: Path) -> list[Cell]:
+    """Fill (or check, on resume) the campaign folder; returns the cells still to run."""
     todo = []
     for cell in c.cells:
         params_file = folder / "params" / f"{cell.cell_id}.yaml"
@@ -282,12 +298,13 @@ def _prepare(c: Campaign, folder: Path, resume: bool) -> list[Cell]:
 
 
 def _resources(c: Campaign, cell: Cell) -> dict:
+    """Ray resources of a cell: ``cpus_per_cell`` (default the cell's torch_threads) and ``gpus_per_cell``
+    (default 1 when the cell's params put it on CUDA or give a device map, else 0: a CPU cell never holds
+    a GPU, and a GPU cell always reserves one, so Ray gives it its own ``CUDA_VISIBLE_DEVICES``)."""
     cpus = c.cpus_per_cell if c.cpus_per_cell is not None else max(cell.params["torch_threads"], 1)
     gpus = c.gpus_per_cell
     if gpus is None:
-        import torch
-
-        gpus = 1 if torch.cuda.is_available() else 0
+        gpus = 1 if str(cell.params["device"]).startswith("cuda") or cell.params["device_map"] else 0
     return {"num_cpus": cpus, "num_gpus": gpus}
 
 
@@ -318,13 +335,43 @@ def run(path: str | Path, out: str | Path = "outputs/campaigns", address: str | 
     # every cell's own progress lines through, each prefixed with its worker: Ray would otherwise fold
     # lines that repeat across cells ("[repeated 2x across cluster]"); read when ray is first imported
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    c = load(path, campaign_id)
+    folder = Path(out).resolve() / c.campaign_id
+    if folder.exists() and not resume:
+        raise provenance.RunExistsError(f"campaign {folder} exists already; --resume finishes its unfinished cells "
+                                        "(finished cells are never run again), or pick another campaign id")
+    if resume and not folder.is_dir():
+        raise provenance.RunExistsError(f"--resume: campaign {folder} does not exist")
+    folder.mkdir(parents=True, exist_ok=True)
+    with _lock(folder):
+        todo = _prepare(c, folder)
+        return _run(c, folder, todo, address, notebooks, num_cpus, poll)
+
+
+@contextmanager
+def _lock(folder: Path):
+    """One driver per campaign: a second one (``--resume`` while the first still runs) would re-queue
+    running cells and clear their staging folders."""
+    lock = folder / LOCK
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        raise provenance.RunExistsError(f"campaign {folder.name} is being run by another driver ({lock.read_text()}); "
+                                        f"if it is not, remove {lock}") from None
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+    os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _run(c: Campaign, folder: Path, todo: list[Cell], address: str | None, notebooks: Path | None,
+         num_cpus: int | None, poll: float) -> Path:
     import ray
 
     from . import runner
 
-    c = load(path, campaign_id)
-    folder = Path(out).resolve() / c.campaign_id
-    todo = _prepare(c, folder, resume)
     settled = {cell.cell_id: read_status(folder, cell.cell_id) for cell in c.cells if cell not in todo}
     print(f"[campaign] {c.campaign_id}: {len(c.cells)} cells, {len(todo)} to run -> {folder}", flush=True)
     if todo:
@@ -368,13 +415,19 @@ def _collect(refs: dict, folder: Path, c: Campaign, settled: dict, poll: float) 
         for ref in ready:
             cid = refs[ref].cell_id
             try:
-                settled[cid] = ray.get(ref)
+                rec = ray.get(ref)
+                if "time" not in rec:  # a record the worker could not write (the folder not visible there)
+                    write_status(folder, cid, **{k: v for k, v in rec.items() if k != "cell"})
+            except ray.exceptions.RayTaskError as err:  # run_cell itself raised (it catches what a cell raises)
+                write_status(folder, cid, state="failed", phase=cell_state(folder / "runs" / cid, c.phases)[1]
+                             or "plan", reason=f"{type(err.cause).__name__}: {err.cause}")
             except ray.exceptions.RayError as err:  # the worker died more often than max_retries allow
                 phase = cell_state(folder / "runs" / cid, c.phases)[1]
                 write_status(folder, cid, state="failed", phase=phase or "worker",
+                             attempt=read_status(folder, cid).get("attempt"),
                              reason=f"the worker died {c.max_retries + 1} times: {type(err).__name__}: "
                                     f"{str(err).splitlines()[0] if str(err) else ''}")
-                settled[cid] = read_status(folder, cid)
+            settled[cid] = read_status(folder, cid)
             rec = settled[cid]
             print(f"[campaign] {cid}: {rec['state']}" + (f" in {rec.get('phase')}: {rec.get('reason')}"
                                                          if rec["state"] != "done" else ""), flush=True)
@@ -390,10 +443,14 @@ def _stop(refs: dict, folder: Path, c: Campaign, grace: float = 60.0) -> None:
     after ``grace`` seconds."""
     import ray
 
-    print("\n[campaign] stopping: no new cells; interrupting the running ones", flush=True)
+    print("\n[campaign] stopping: no new cells; interrupting the running ones (Ctrl-C again: kill them)",
+          flush=True)
     for ref in refs:
         ray.cancel(ref, force=False)
-    _, left = ray.wait(list(refs), num_returns=len(refs), timeout=grace)
+    try:
+        _, left = ray.wait(list(refs), num_returns=len(refs), timeout=grace)
+    except KeyboardInterrupt:
+        left = list(refs)
     for ref in left:
         ray.cancel(ref, force=True)
     for cell in refs.values():
@@ -407,9 +464,10 @@ def _stop(refs: dict, folder: Path, c: Campaign, grace: float = 60.0) -> None:
 
 def fit_class(row) -> str:
     """The size tail's class in the convention of Clauset, Shalizi & Newman (2009): ``untested`` (no
-    bootstrap p); ``power_law`` when the bootstrap p >= 0.1 and no alternative is significantly
+    bootstrap p); ``power_law`` when the bootstrap p > 0.1 and no alternative is significantly
     preferred (likelihood ratio < 0 with p < 0.1); otherwise the preferred alternative (``lognormal``,
-    then ``exponential``), or ``rejected`` when the power law fails and neither alternative wins."""
+    then ``exponential``), or ``rejected`` when the power law fails (p <= 0.1, CSN's "ruled out") and
+    neither alternative wins. ``power_law`` joins CSN's "moderate" and "good" support."""
     p = row["p_value"]
     if p is None or not math.isfinite(p):
         return "untested"
@@ -417,7 +475,7 @@ def fit_class(row) -> str:
         lr, lp = row[f"lr_{alt}"], row[f"p_{alt}"]
         if math.isfinite(lr) and math.isfinite(lp) and lr < 0 and lp < 0.1:
             return alt
-    return "power_law" if p >= 0.1 else "rejected"
+    return "power_law" if p > 0.1 else "rejected"
 
 
 def headline(run_dir: str | Path) -> dict[str, Any]:
@@ -501,7 +559,10 @@ def aggregate(folder: str | Path) -> "Any":
                "reason": status.get("reason") if state != "done" else None,
                "overrides": json.dumps(meta["overrides"], sort_keys=True), "seconds": status.get("seconds", math.nan)}
         if run_dir.is_dir() and (run_dir / P.PARAMS_FILE).exists():
-            row |= headline(run_dir)
+            try:
+                row |= headline(run_dir)
+            except Exception as err:  # noqa: BLE001 - one unreadable run must not hide the other cells' rows
+                row["headline_error"] = f"{type(err).__name__}: {err}"
         rows.append(row)
     table = pd.DataFrame(rows)
     provenance.save_parquet(folder / TABLE, table)

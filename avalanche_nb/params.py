@@ -70,7 +70,7 @@ NUM = (int, float)
 
 
 def _architectures(v):
-    from .training import parse_spec
+    from .arch_spec import parse_spec
 
     if not v:
         return "must list at least one architecture"

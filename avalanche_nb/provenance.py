@@ -15,6 +15,7 @@ so two runs of the same params are identical file for file (the notebooks aside)
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -208,12 +209,21 @@ def read_manifest(phase_dir: str | Path) -> dict:
     return manifest
 
 
+@functools.cache
+def _manifest_validator():
+    # fastjsonschema, not jsonschema: importing jsonschema builds an IRI grammar (rfc3987_syntax) for
+    # several seconds, paid again in every phase's kernel that reads an input
+    import fastjsonschema
+
+    return fastjsonschema.compile(MANIFEST_SCHEMA)
+
+
 def validate_manifest(manifest: dict) -> None:
-    import jsonschema
+    import fastjsonschema
 
     try:
-        jsonschema.validate(manifest, MANIFEST_SCHEMA)
-    except jsonschema.ValidationError as err:
+        _manifest_validator()(manifest)
+    except fastjsonschema.JsonSchemaException as err:
         raise ManifestError(f"manifest does not match its schema: {err.message}") from None
 
 

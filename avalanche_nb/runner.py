@@ -109,8 +109,11 @@ def check_inputs(chosen: list[str], done: list[str]) -> None:
 def _kernel_manager(log: Path):
     """The kernel manager of a phase: the kernel talks over local (IPC) sockets, so it never opens a TCP
     port (and never warns, at every phase, that one is unencrypted; the socket files are removed at
-    shutdown); it runs in its own session, so a Ctrl-C at the terminal reaches the runner, which stops
-    the kernel itself; and its own output goes to ``log`` instead of the terminal."""
+    shutdown); it runs in its own session (jupyter_client always starts one on POSIX), so a Ctrl-C at the
+    terminal reaches the runner, which stops the kernel itself; it watches its parent (``JPY_PARENT_PID``,
+    set because it is not ``independent``) and exits when the runner's process dies, so a killed campaign
+    worker leaves no kernel writing into a staging folder; and its own output goes to ``log`` instead of
+    the terminal."""
     import tempfile
     import uuid
 
@@ -125,7 +128,7 @@ def _kernel_manager(log: Path):
         async def start_kernel(self, **kw):
             log.parent.mkdir(exist_ok=True)
             stream = open(log, "ab")  # noqa: SIM115 - the kernel process owns it for its lifetime
-            return await super().start_kernel(independent=True, stdout=stream, stderr=stream, **kw)
+            return await super().start_kernel(independent=False, stdout=stream, stderr=stream, **kw)
 
     return PhaseKernelManager
 

@@ -59,8 +59,8 @@ display(campaign.overview(table))
 # ## Where the ME layer sits against the model's depth
 #
 # The first layer meeting the massive-activation criterion (phase 06) for the run's model of each cell;
-# the dashed line is the last layer. Seeds of one model sit on top of each other when the ME layer does
-# not depend on the slice.
+# a dashed segment marks each model's last layer. A model's seeds sit side by side, at one height when the ME layer
+# does not depend on the slice.
 
 # %%
 me = done.dropna(subset=["me_layer", "num_layers"]) if "me_layer" in done else done.iloc[:0]
@@ -72,9 +72,9 @@ if len(me):
                      labels={"depth": "layers (seeds side by side)", "me_layer": "ME layer"},
                      title="ME layer vs model depth")
     fig.update_traces(marker={"size": 11})
-    top = int(me.num_layers.max())
-    fig.add_trace(go.Scatter(x=[0, top], y=[-1, top - 1], mode="lines", line={"dash": "dash", "color": "grey"},
-                             name="last layer"))
+    for i, depth in enumerate(sorted(me.num_layers.unique())):  # each depth's last layer, across its seeds
+        fig.add_trace(go.Scatter(x=[depth - 0.6, depth + 0.6], y=[depth - 1, depth - 1], mode="lines",
+                                 line={"dash": "dash", "color": "grey"}, name="last layer", showlegend=i == 0))
     plots.show(fig, "me_layer_vs_depth")
 else:
     print("no cell finished phase 06: nothing to place")
@@ -131,9 +131,11 @@ if len(arc):
     fig = go.Figure()
     for (subset, at), sel in arc.groupby(["subset", "at"], sort=True):
         fig.add_trace(go.Scatter(x=sel.cell, y=sel.acc, mode="markers", name=f"{subset} · {at}",
+                                 offsetgroup=f"{subset} · {at}",
                                  error_y={"type": "data", "symmetric": False, "array": sel.acc_hi - sel.acc,
                                           "arrayminus": sel.acc - sel.acc_lo}))
-    fig.update_layout(title="ARC accuracy at g = 1 and g*", xaxis_title="cell", yaxis_title="accuracy")
+    fig.update_layout(title="ARC accuracy at g = 1 and g*", xaxis_title="cell", yaxis_title="accuracy",
+                      scattermode="group")
     plots.show(fig, "arc_per_cell")
 else:
     print("no cell finished phase 04: no ARC to show")

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
 from avalanche_nb import artifacts, campaign, cli, models, params as P, provenance
@@ -20,9 +21,9 @@ BODIES = {
         'flag = Path(run_dir).parent.parent / "killed-once"\n'
         'if seed == 5 and not flag.exists():\n'
         '    (out / "attempt1").write_text("")\n'
-        '    flag.write_text(str(os.getppid()))\n'
+        '    flag.write_text(str(os.getpid()))  # this kernel: it must not outlive its worker\n'
         '    os.kill(os.getppid(), signal.SIGKILL)  # the Ray worker that runs this cell\n'
-        '    time.sleep(1)\n    os._exit(0)\n'
+        '    time.sleep(120)\n'
         'artifacts.write(out, "model.json", {"name": params.for_run(run_dir).model, "source": "tiny", '
         '"weights_sha256": "", "model_type": "llama", "num_layers": 3 + seed, "hidden_size": 8, "d_ff": 16 * seed, '
         '"gated_mlp": True, "n_parameters": 1000 + seed})\n'),
@@ -68,8 +69,9 @@ def test_a_campaign_reports_a_failing_cell_finishes_the_others_and_resumes_only_
         assert math.isnan(table.loc[cid, "gstar"])  # phase 04 was not in this campaign
         assert sorted(p.name for p in run_dir.iterdir() if p.is_dir()) == ["00_data_and_model", "logs"]
         assert [p.name for p in run_dir.iterdir() if p.name.startswith(".") or p.name.endswith(".failed")] == []
-    # seed 5's worker was killed mid-phase: Ray ran the cell again, which started phase 01 clean
-    assert (folder / "killed-once").exists()
+    # seed 5's worker was killed mid-phase: Ray ran the cell again, which started phase 00 clean
+    orphan = int((folder / "killed-once").read_text())  # the killed worker's kernel exited with it
+    assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == psutil.STATUS_ZOMBIE
     assert campaign.read_status(folder, "seed=5")["attempt"] == 2
     assert campaign.read_status(folder, "seed=1")["attempt"] == 1
     assert not (folder / "runs" / "seed=5" / "00_data_and_model" / "attempt1").exists()
@@ -86,6 +88,10 @@ def test_a_campaign_reports_a_failing_cell_finishes_the_others_and_resumes_only_
 
     with pytest.raises(provenance.RunExistsError, match="--resume"):
         campaign.run(f, out, notebooks=campaign_notebooks, num_cpus=2)
+    (folder / campaign.LOCK).write_text("pid 1 on elsewhere")  # another driver runs this campaign
+    with pytest.raises(provenance.RunExistsError, match="another driver"):
+        campaign.run(f, out, notebooks=campaign_notebooks, num_cpus=2, resume=True)
+    (folder / campaign.LOCK).unlink()
     # the fix: the model now exists; --resume runs only the failed cell and touches no finished one
     models.REGISTRY["tiny-llama"].build_config().save_pretrained(later)
     before = {cid: manifests(folder / "runs" / cid) for cid in ("seed=1", "seed=5")}
@@ -108,6 +114,7 @@ def test_every_cell_is_checked_before_anything_starts(tmp_path):
         "grid:\n  seed: [0]\nphases: '00,42'\n": "42",
         "base: nope.yaml\ngrid:\n  seed: [0]\n": "does not exist",
         "grid:\n  seed: [0]\n  train_steps: [10]\n  train_warmup: [20]\n": "train_warmup",
+        "grid:\n  seed: [0]\nphases: '03'\n": "reads artifacts of 00_data_and_model",
     }
     for i, (text, message) in enumerate(cases.items()):
         f = tmp_path / f"c{i}.yaml"
@@ -134,6 +141,7 @@ def test_cells_are_the_grid_then_the_extra_cells_with_readable_ids(tmp_path):
 @pytest.mark.parametrize("row, expected", [
     (dict(p_value=float("nan"), lr_lognormal=1.0, p_lognormal=0.01, lr_exponential=1.0, p_exponential=0.01), "untested"),
     (dict(p_value=0.5, lr_lognormal=0.3, p_lognormal=0.7, lr_exponential=2.0, p_exponential=0.01), "power_law"),
+    (dict(p_value=0.1, lr_lognormal=0.3, p_lognormal=0.7, lr_exponential=2.0, p_exponential=0.01), "rejected"),
     (dict(p_value=0.5, lr_lognormal=-3.0, p_lognormal=0.02, lr_exponential=2.0, p_exponential=0.01), "lognormal"),
     (dict(p_value=0.01, lr_lognormal=-0.5, p_lognormal=0.6, lr_exponential=-4.0, p_exponential=0.001), "exponential"),
     (dict(p_value=0.01, lr_lognormal=-0.5, p_lognormal=0.6, lr_exponential=3.0, p_exponential=0.001), "rejected"),
@@ -231,3 +239,19 @@ def test_ctrl_c_stops_the_campaign_and_keeps_finished_cells(tmp_path):
     assert provenance.verify_phase(folder / "runs" / "seed=1" / "00_data_and_model") == []
     assert campaign.read_status(folder, "seed=17")["state"] == "interrupted"
     assert not (folder / "runs" / "seed=17" / "00_data_and_model").exists()
+
+
+@pytest.mark.parametrize("name", ["campaign.yaml", "campaign-smoke.yaml", "campaign-gpu.yaml"])
+def test_the_shipped_campaign_files_load(name):
+    c = campaign.load(Path(__file__).resolve().parent.parent / "params" / name)
+    assert len(c.cells) >= 4 and all(cell.params["replication_models"] == [cell.params["model"]] for cell in c.cells)
+    gpus = {campaign._resources(c, cell)["num_gpus"] for cell in c.cells}
+    assert gpus == ({1} if name == "campaign-gpu.yaml" else {0})  # a CPU cell never holds a GPU
+
+
+def test_a_cuda_cell_reserves_a_gpu_by_default(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("cells:\n  - {id: cpu, model: tiny-llama}\n  - {id: gpu, model: tiny-llama, device: 'cuda:0'}\n"
+                 "  - {id: split, model: tiny-llama, device_map: auto}\n")
+    c = campaign.load(f)
+    assert [campaign._resources(c, cell)["num_gpus"] for cell in c.cells] == [0, 1, 1]

@@ -75,7 +75,7 @@ def test_delta_b_claim_follows_the_z_scores(z, outcome):
     assert ("marginal rates explain the connectivity" in c.markdown) == (outcome == "none")
 
 
-@pytest.mark.parametrize("p,outcome", [(0.5, "plausible"), (0.01, "rejected"), (np.nan, "untested")])
+@pytest.mark.parametrize("p,outcome", [(0.5, "plausible"), (0.1, "rejected"), (0.01, "rejected"), (np.nan, "untested")])
 def test_tail_claim_follows_the_bootstrap_p(p, outcome):
     c = claims("03_gain_sweep", sweep_rows(p_value=p))["TailFit"]
     assert c.outcome == outcome and "criticality" in c.markdown if outcome == "plausible" else c.outcome == outcome
