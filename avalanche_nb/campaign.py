@@ -356,14 +356,32 @@ def _lock(folder: Path):
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        raise provenance.RunExistsError(f"campaign {folder.name} is being run by another driver ({lock.read_text()}); "
-                                        f"if it is not, remove {lock}") from None
+        if not _stale(lock):
+            raise provenance.RunExistsError(f"campaign {folder.name} is being run by another driver "
+                                            f"({lock.read_text()}); if it is not, remove {lock}") from None
+        print(f"[campaign] removing the lock of a driver that is gone ({lock.read_text()})", flush=True)
+        lock.unlink()
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
     os.close(fd)
     try:
         yield
     finally:
         lock.unlink(missing_ok=True)
+
+
+def _stale(lock: Path) -> bool:
+    """A lock written on this host by a process that no longer exists (a killed driver)."""
+    m = re.fullmatch(r"pid (\d+) on (\S+)", lock.read_text().strip())
+    if not m or m[2] != socket.gethostname():
+        return False  # another host's driver: only its owner can say
+    try:
+        os.kill(int(m[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _run(c: Campaign, folder: Path, todo: list[Cell], address: str | None, notebooks: Path | None,
@@ -378,7 +396,8 @@ def _run(c: Campaign, folder: Path, todo: list[Cell], address: str | None, noteb
         runner.ensure_kernel()
         started_here = not ray.is_initialized()
         if started_here:
-            ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
+            # "local": a new Ray on this machine even when RAY_ADDRESS is set or a `ray start` cluster runs here
+            ray.init(address=address or "local", num_cpus=num_cpus if address is None else None, include_dashboard=False,
                      log_to_driver=True, configure_logging=False)
         task = ray.remote(run_cell)
         refs = {task.options(max_retries=c.max_retries, retry_exceptions=False, **_resources(c, cell)).remote(

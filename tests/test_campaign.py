@@ -4,6 +4,8 @@ campaign table equal to each cell's own artifacts."""
 
 import json
 import math
+import socket
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -95,8 +97,13 @@ def test_a_campaign_reports_a_failing_cell_finishes_the_others_and_resumes_only_
     # the fix: the model now exists; --resume runs only the failed cell and touches no finished one
     models.REGISTRY["tiny-llama"].build_config().save_pretrained(later)
     before = {cid: manifests(folder / "runs" / cid) for cid in ("seed=1", "seed=5")}
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a driver killed on this host left its lock: it is taken over, saying so
+    (folder / campaign.LOCK).write_text(f"pid {gone.pid} on {socket.gethostname()}")
     campaign.run(f, out, notebooks=campaign_notebooks, num_cpus=2, poll=0.5, resume=True)
-    assert "3 cells, 1 to run" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "3 cells, 1 to run" in printed and "removing the lock of a driver that is gone" in printed
+    assert not (folder / campaign.LOCK).exists()
     assert {cid: manifests(folder / "runs" / cid) for cid in before} == before
     table = pd.read_parquet(folder / campaign.TABLE).set_index("cell")
     assert (table.state == "done").all() and table.loc["later", "num_layers"] == 5
