@@ -48,6 +48,7 @@ import yaml
 
 from . import params as P
 from . import provenance
+from . import runner
 from .runner import check_inputs, finished, select_phases
 
 CAMPAIGN_KEYS = {
@@ -229,8 +230,6 @@ def run_cell(folder: str, cid: str, phases: list[str], notebooks: str | None) ->
     staging folder (its kernel exited with its worker: see ``runner._kernel_manager``)."""
     import shutil
 
-    from . import runner
-
     folder = Path(folder)
     host = socket.gethostname()
     if not (folder / CELLS_FILE).is_file():  # a cluster node that does not mount the campaign folder
@@ -242,7 +241,8 @@ def run_cell(folder: str, cid: str, phases: list[str], notebooks: str | None) ->
     prior = read_status(folder, cid)
     if cell_state(run_dir, tuple(phases))[0] == "done":  # e.g. the worker died after the last phase
         if prior.get("state") != "done":
-            write_status(folder, cid, **{**prior, "state": "done", "phase": None, "reason": None})
+            kept = {k: v for k, v in prior.items() if k not in ("cell", "time")}
+            write_status(folder, cid, **kept | {"state": "done", "phase": None, "reason": None})
         return read_status(folder, cid)
     attempt = prior.get("attempt", 0) + 1
     write_status(folder, cid, state="running", attempt=attempt, host=host, pid=os.getpid())
@@ -279,8 +279,9 @@ def _prepare(c: Campaign, folder: Path) -> list[Cell]:
     for cell in c.cells:
         params_file = folder / "params" / f"{cell.cell_id}.yaml"
         run_dir = folder / "runs" / cell.cell_id
-        if params_file.exists() and P.load(params_file) != cell.params and run_dir.is_dir():
-            changed = sorted(k for k in cell.params if P.load(params_file)[k] != cell.params[k])
+        stored = P.load(params_file) if params_file.exists() and run_dir.is_dir() else cell.params
+        if stored != cell.params:
+            changed = sorted(k for k in cell.params if stored[k] != cell.params[k])
             raise P.ParamsError(f"--resume: cell {cell.cell_id}'s params differ from its run's in "
                                 f"{', '.join(changed)}; start a new campaign, or remove {run_dir} to redo the cell")
         if cell_state(run_dir, c.phases)[0] != "done":
@@ -387,8 +388,6 @@ def _stale(lock: Path) -> bool:
 def _run(c: Campaign, folder: Path, todo: list[Cell], address: str | None, notebooks: Path | None,
          num_cpus: int | None, poll: float) -> Path:
     import ray
-
-    from . import runner
 
     settled = {cell.cell_id: read_status(folder, cell.cell_id) for cell in c.cells if cell not in todo}
     print(f"[campaign] {c.campaign_id}: {len(c.cells)} cells, {len(todo)} to run -> {folder}", flush=True)
@@ -511,7 +510,7 @@ def headline(run_dir: str | Path) -> dict[str, Any]:
     p = P.for_run(run_dir)
     models = results.models_of(p)
     row: dict[str, Any] = {"model": p["model"], "seed": int(p["seed"])}
-    done = set(os.listdir(run_dir))
+    done = set(finished(run_dir))
 
     def read(name: str):
         return artifacts.read(run_dir, name)
@@ -558,6 +557,21 @@ def headline(run_dir: str | Path) -> dict[str, Any]:
     return row
 
 
+def _stored(folder: Path) -> tuple[dict, tuple[str, ...]]:
+    """The campaign folder's cells (id -> overrides and params hash) and the phases every cell runs."""
+    spec = yaml.safe_load((folder / CAMPAIGN_FILE).read_text()) or {}
+    return json.loads((folder / CELLS_FILE).read_text()), tuple(select_phases(spec.get("phases")))
+
+
+def settled_status(folder: Path, cid: str, phases: tuple[str, ...]) -> dict:
+    """A cell's status record, ``done`` whenever its run finished every phase (whatever the file says:
+    a worker may die after the last phase, before writing it)."""
+    rec = read_status(folder, cid)
+    if cell_state(folder / "runs" / cid, phases)[0] == "done":
+        return rec | {"state": "done", "phase": None, "reason": None}
+    return rec
+
+
 def aggregate(folder: str | Path) -> "Any":
     """``campaign.parquet``: one row per cell of the campaign folder, its state (done / failed /
     interrupted / queued), the failed phase and reason, the overrides and :func:`headline` (written,
@@ -565,18 +579,14 @@ def aggregate(folder: str | Path) -> "Any":
     import pandas as pd
 
     folder = Path(folder)
-    cells = json.loads((folder / CELLS_FILE).read_text())
-    spec = yaml.safe_load((folder / CAMPAIGN_FILE).read_text()) or {}
-    phases = tuple(select_phases(spec.get("phases")))
+    cells, phases = _stored(folder)
     rows = []
     for cid, meta in cells.items():
         run_dir = folder / "runs" / cid
-        status = read_status(folder, cid)
-        state = cell_state(run_dir, phases)[0]
-        state = "done" if state == "done" else status.get("state", "queued")
-        row = {"cell": cid, "state": state, "failed_phase": status.get("phase") if state != "done" else None,
-               "reason": status.get("reason") if state != "done" else None,
-               "overrides": json.dumps(meta["overrides"], sort_keys=True), "seconds": status.get("seconds", math.nan)}
+        status = settled_status(folder, cid, phases)
+        row = {"cell": cid, "state": status["state"], "failed_phase": status.get("phase"),
+               "reason": status.get("reason"), "overrides": json.dumps(meta["overrides"], sort_keys=True),
+               "seconds": status.get("seconds", math.nan)}
         if run_dir.is_dir() and (run_dir / P.PARAMS_FILE).exists():
             try:
                 row |= headline(run_dir)
@@ -591,9 +601,6 @@ def aggregate(folder: str | Path) -> "Any":
 def execute_notebook(folder: Path) -> Path:
     """The campaign notebook executed into ``folder/report/campaign.ipynb`` (figures in ``report/figures``;
     written under a temporary name, then renamed)."""
-    import papermill as pm
-
-    from . import runner
     from .runtime import write_plotly_js
 
     folder = Path(folder).resolve()  # papermill runs in the notebooks' folder
@@ -602,10 +609,7 @@ def execute_notebook(folder: Path) -> Path:
     report = folder / REPORT
     report.mkdir(exist_ok=True)
     target, tmp = report / f"{NOTEBOOK}.ipynb", report / f".{NOTEBOOK}.partial.ipynb"
-    with runner._quiet("papermill"):
-        pm.execute_notebook(nb, str(tmp), parameters={"campaign_dir": str(folder)}, kernel_name=runner.KERNEL,
-                            progress_bar=False, cwd=str(runner.NOTEBOOKS), log_output=False,
-                            kernel_manager_class=runner._kernel_manager(folder / "logs" / f"{NOTEBOOK}.kernel.log"))
+    runner.execute(nb, tmp, {"campaign_dir": str(folder)}, runner.NOTEBOOKS, folder / "logs" / f"{NOTEBOOK}.kernel.log")
     os.replace(tmp, target)
     return target
 
@@ -683,15 +687,12 @@ def findings(table) -> str:
 def status_table(folder: str | Path) -> str:
     """One line per cell: state, phase, reason (``avalanche-nb campaign --status``)."""
     folder = Path(folder)
-    cells = json.loads((folder / CELLS_FILE).read_text())
-    spec = yaml.safe_load((folder / CAMPAIGN_FILE).read_text()) or {}
-    phases = tuple(select_phases(spec.get("phases")))
+    cells, phases = _stored(folder)
     lines = []
     for cid in cells:
-        state, phase = cell_state(folder / "runs" / cid, phases)
-        rec = read_status(folder, cid)
-        if state != "done":
-            state, phase = rec.get("state", state), rec.get("phase", phase)
+        rec = settled_status(folder, cid, phases)
+        # a running cell's record names no phase: its staging folder does
+        state, phase = rec["state"], rec.get("phase") or cell_state(folder / "runs" / cid, phases)[1]
         lines.append(f"{cid}  {state}" + (f" in {phase}" if phase and state != "done" else "")
                      + (f": {rec['reason']}" if state in ("failed", "interrupted") and rec.get("reason") else ""))
     return "\n".join(lines)

@@ -329,6 +329,17 @@ def _resume_command(run_dir: Path) -> str:
             "--resume")
 
 
+def execute(nb, target: Path, parameters: dict, cwd: Path, log: Path) -> None:
+    """Execute ``nb`` with papermill into ``target`` in this package's kernel (:func:`_kernel_manager`, its
+    output to ``log``), without papermill's per-cell bar (it says nothing about a long cell's work: the
+    notebooks report their own progress) or log lines (failures reach the caller as exceptions)."""
+    import papermill as pm
+
+    with _quiet("papermill"):
+        pm.execute_notebook(nb, str(target), parameters=parameters, kernel_name=KERNEL, progress_bar=False,
+                            cwd=str(cwd), log_output=False, kernel_manager_class=_kernel_manager(log))
+
+
 def _run_phase(run_dir: Path, phase: str, nb, params, notebooks: Path) -> Path:
     import papermill as pm
     from nbclient.exceptions import DeadKernelError
@@ -340,11 +351,9 @@ def _run_phase(run_dir: Path, phase: str, nb, params, notebooks: Path) -> Path:
     print(f"[avalanche-nb] {run_dir.name}: phase {phase}", flush=True)
     t0 = time.perf_counter()
     try:
-        with _reporting_progress(stage / ".progress", phase), _quiet("papermill"):
-            # papermill's per-cell bar says nothing about a long cell's work: the notebook reports its own
-            pm.execute_notebook(nb, str(stage / f"{phase}.ipynb"), parameters={"run_dir": str(run_dir)},
-                                kernel_name=KERNEL, progress_bar=False, cwd=str(notebooks), log_output=False,
-                                kernel_manager_class=_kernel_manager(run_dir / LOGS / f"{phase}.kernel.log"))
+        with _reporting_progress(stage / ".progress", phase):
+            execute(nb, stage / f"{phase}.ipynb", {"run_dir": str(run_dir)}, notebooks,
+                    run_dir / LOGS / f"{phase}.kernel.log")
     except (pm.PapermillExecutionError, DeadKernelError) as err:
         failed = run_dir / f"{phase}.failed"
         os.rename(stage, failed)
