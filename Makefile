@@ -27,12 +27,17 @@ setup: $(VENV)/.installed
 run: setup
 	$(VENV)/bin/avalanche-nb run --params $(PARAMS) --out outputs/runs $(if $(RUN_ID),--run-id $(RUN_ID))
 
+# two pytest workers: the smoke run's tests on one (they share its session fixture), the rest on the
+# other (tests/conftest.py groups them); TEST_WORKERS=0 runs everything in this process
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest $(XDIST) --durations=15
 
 # unit tests and the runner's contract, without the end-to-end runs (minutes, for development)
 test-fast: setup
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest $(XDIST) -m "not slow"
 
 bench: setup
 	$(PY) bench/run.py

@@ -385,6 +385,29 @@ def _stale(lock: Path) -> bool:
     return False
 
 
+RAY_START_TRIES = 3  # Ray waits a fixed 30 s for its local raylet; a machine busy with other work can need more
+
+
+def _start_ray(address: str | None, num_cpus: int | None) -> None:
+    """Join the cluster at ``address``, or start a new Ray on this machine ("local": even when RAY_ADDRESS
+    is set or a `ray start` cluster runs here). A local start that times out waiting for its own
+    raylet (Ray's hard-coded 30 s, too short when the cores are busy) is tried again, up to
+    RAY_START_TRIES times in all."""
+    import ray
+
+    for attempt in range(1, RAY_START_TRIES + 1):
+        try:
+            ray.init(address=address or "local", num_cpus=num_cpus if address is None else None,
+                     include_dashboard=False, log_to_driver=True, configure_logging=False)
+            return
+        except Exception as err:  # Ray raises a bare Exception for this
+            if address is not None or "timed out during startup" not in str(err) or attempt == RAY_START_TRIES:
+                raise
+            ray.shutdown()
+            print(f"[campaign] Ray's local start timed out (a busy machine?); trying again ({attempt + 1}/"
+                  f"{RAY_START_TRIES})", flush=True)
+
+
 def _run(c: Campaign, folder: Path, todo: list[Cell], address: str | None, notebooks: Path | None,
          num_cpus: int | None, poll: float) -> Path:
     import ray
@@ -395,9 +418,7 @@ def _run(c: Campaign, folder: Path, todo: list[Cell], address: str | None, noteb
         runner.ensure_kernel()
         started_here = not ray.is_initialized()
         if started_here:
-            # "local": a new Ray on this machine even when RAY_ADDRESS is set or a `ray start` cluster runs here
-            ray.init(address=address or "local", num_cpus=num_cpus if address is None else None, include_dashboard=False,
-                     log_to_driver=True, configure_logging=False)
+            _start_ray(address, num_cpus)
         task = ray.remote(run_cell)
         refs = {task.options(max_retries=c.max_retries, retry_exceptions=False, **_resources(c, cell)).remote(
             str(folder), cell.cell_id, list(c.phases), str(notebooks) if notebooks else None): cell for cell in todo}

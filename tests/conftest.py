@@ -11,12 +11,41 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist turns the group marks into node ids
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n N --dist loadgroup`` (``make test``): every test of the smoke run (``smoke``,
+    a session fixture, directly or through another fixture) goes to one worker, so the run is computed
+    once, and first, because it is the longest chain of the suite; the Ray campaign tests share another
+    worker, so two local Ray instances never start at once. Without xdist the marks do nothing."""
+    smoke = [it for it in items if "smoke" in it.fixturenames]
+    for it in smoke:
+        it.add_marker(pytest.mark.xdist_group("smoke_run"))
+    for it in items:
+        if it.path.name == "test_campaign.py" and it not in smoke:
+            it.add_marker(pytest.mark.xdist_group("ray"))
+    first = set(map(id, smoke))
+    items[:] = smoke + [it for it in items if id(it) not in first]
+
+
 @pytest.fixture(scope="session")
-def run_dir(tmp_path_factory):
-    from avalanche_nb import phases, runner
+def smoke(tmp_path_factory):
+    """(run folder, :class:`smoke_rerun.Rerun`): the smoke run, and nbval's re-execution of its
+    notebooks, which starts on each phase as soon as the run has finished it."""
+    from avalanche_nb import runner
+    from smoke_rerun import Rerun
 
     out = tmp_path_factory.mktemp("runs")
-    return runner.run(ROOT / "params" / "smoke.yaml", out=out, run_id="smoke")
+    rerun = Rerun(out / "smoke", tmp_path_factory.mktemp("nbval") / "scratch").start()
+    try:
+        run_dir = runner.run(ROOT / "params" / "smoke.yaml", out=out, run_id="smoke")
+    finally:
+        rerun.run_over.set()
+    return run_dir, rerun
+
+
+@pytest.fixture(scope="session")
+def run_dir(smoke):
+    return smoke[0]
 
 
 @pytest.fixture(scope="session")

@@ -211,7 +211,6 @@ def test_the_headline_row_is_the_runs_own_artifacts(run_dir):
 
 
 def test_ctrl_c_stops_the_campaign_and_keeps_finished_cells(tmp_path):
-    import os
     import signal
     import subprocess
     import sys
@@ -262,3 +261,27 @@ def test_a_cuda_cell_reserves_a_gpu_by_default(tmp_path):
                  "  - {id: split, model: tiny-llama, device_map: auto}\n")
     c = campaign.load(f)
     assert [campaign._resources(c, cell)["num_gpus"] for cell in c.cells] == [0, 1, 1]
+
+
+def test_a_local_ray_start_that_times_out_is_tried_again(monkeypatch, capsys):
+    import ray
+
+    calls = []
+
+    def init(**kwargs):
+        calls.append(kwargs["address"])
+        if len(calls) < campaign.RAY_START_TRIES:
+            raise Exception("The current node timed out during startup. This could happen because ...")
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    campaign._start_ray(None, 2)
+    assert calls == ["local"] * campaign.RAY_START_TRIES
+    assert "trying again" in capsys.readouterr().out
+    calls.clear()  # a cluster's address is never retried, nor any other error
+    with pytest.raises(Exception, match="timed out during startup"):
+        campaign._start_ray("ray://head:10001", None)
+    assert calls == ["ray://head:10001"]
+    monkeypatch.setattr(ray, "init", lambda **kw: (_ for _ in ()).throw(RuntimeError("no such address")))
+    with pytest.raises(RuntimeError, match="no such address"):
+        campaign._start_ray(None, 2)

@@ -9,9 +9,6 @@ outputs exactly.
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -79,32 +76,27 @@ def test_summary_contract(run_dir):
 
 
 @pytest.fixture(scope="module")
-def rerun(run_dir, tmp_path_factory):
-    """nbval's re-execution of every executed notebook of the run (and of the explorer on it): the
-    subprocess's result and the scratch folder the re-executed phases wrote their artifacts to."""
+def rerun(smoke, tmp_path_factory):
+    """nbval's re-execution of every executed notebook of the run (started phase by phase while the run
+    went on, ``smoke_rerun``) and of the explorer on it: the subprocesses' results and the scratch
+    folder the re-executed phases wrote their artifacts to."""
     import papermill
 
-    tmp = tmp_path_factory.mktemp("nbval")
-    notebooks = [str(run_dir / phase / f"{phase}.ipynb") for phase in phases.names()]
+    run_dir, phase_reruns = smoke
     # the explorer is not a phase: executed here on the smoke run, then checked like the phases
-    explore = tmp / "explore.ipynb"
+    explore = tmp_path_factory.mktemp("explore") / "explore.ipynb"
     papermill.execute_notebook(str(ROOT / "notebooks" / "explore.ipynb"), str(explore), kernel_name=runner.KERNEL,
                                parameters={"run_dir": str(run_dir)}, progress_bar=False)
-    notebooks.append(str(explore))
-    # re-executed into a scratch folder; CSV-only figures there (the run's own images are checked below)
-    scratch = tmp / "scratch"
-    env = os.environ | {provenance.SCRATCH_ENV: str(scratch), figure_export.IMAGES_ENV: "0"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
-         "-o", "addopts=", "-q", *notebooks],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
-    return proc, scratch
+    results = {"explore": phase_reruns.nbval(explore), **phase_reruns.wait()}
+    return results, phase_reruns.scratch
 
 
 def test_nbval_reproduces_the_checked_outputs(rerun):
-    proc, _ = rerun
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
-    assert " passed" in proc.stdout and " failed" not in proc.stdout
+    results, _ = rerun
+    assert list(results) == ["explore", *phases.names()]
+    for name, proc in results.items():
+        assert proc.returncode == 0, name + ":\n" + proc.stdout[-6000:] + proc.stderr[-2000:]
+        assert " passed" in proc.stdout and " failed" not in proc.stdout, name
 
 
 def test_a_second_run_of_the_same_params_is_identical_artifact_for_artifact(run_dir, rerun):
