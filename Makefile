@@ -27,10 +27,10 @@ setup: $(VENV)/.installed
 run: setup
 	$(VENV)/bin/avalanche-nb run --params $(PARAMS) --out outputs/runs $(if $(RUN_ID),--run-id $(RUN_ID))
 
-# two pytest workers: the smoke run's tests on one (they share its session fixture), the rest on the
-# other (tests/conftest.py groups them); TEST_WORKERS=0 runs everything in this process
+# two pytest workers (pytest-xdist): the smoke run's test files on one (they share its session fixture;
+# tests/conftest.py schedules them), every other file on whichever is free; TEST_WORKERS=0: one process
 TEST_WORKERS ?= 2
-XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 
 test: setup
 	$(PY) -m pytest $(XDIST) --durations=15

@@ -11,20 +11,39 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist turns the group marks into node ids
+#: the test files that use the smoke run (the ``smoke`` session fixture, directly or through
+#: ``run_dir`` or another fixture); the two-worker schedule below sends them to one worker
+SMOKE_RUN_FILES = ("test_smoke_run.py", "test_paper.py", "test_explore_run.py", "test_browser.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Under ``pytest -n N --dist loadgroup`` (``make test``): every test of the smoke run (``smoke``,
-    a session fixture, directly or through another fixture) goes to one worker, so the run is computed
-    once, and first, because it is the longest chain of the suite; the Ray campaign tests share another
-    worker, so two local Ray instances never start at once. Without xdist the marks do nothing."""
+    """The smoke run's test files first (the longest chain of the suite: under ``pytest -n 2``, as ``make
+    test`` runs, their worker starts it at once), and only from :data:`SMOKE_RUN_FILES`: a test
+    elsewhere would make a second worker compute the whole run again."""
     smoke = [it for it in items if "smoke" in it.fixturenames]
-    for it in smoke:
-        it.add_marker(pytest.mark.xdist_group("smoke_run"))
-    for it in items:
-        if it.path.name == "test_campaign.py" and it not in smoke:
-            it.add_marker(pytest.mark.xdist_group("ray"))
-    first = set(map(id, smoke))
-    items[:] = smoke + [it for it in items if id(it) not in first]
+    stray = [it.nodeid for it in smoke if it.path.name not in SMOKE_RUN_FILES]
+    if stray:
+        raise pytest.UsageError(f"{', '.join(stray)} use the smoke run: move them into one of {SMOKE_RUN_FILES} "
+                                f"(tests/conftest.py), so that one pytest worker computes it")
+    first = [it for it in items if it.path.name in SMOKE_RUN_FILES]  # whole files: module fixtures built once
+    items[:] = first + [it for it in items if it.path.name not in SMOKE_RUN_FILES]
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``pytest -n N``: every test of :data:`SMOKE_RUN_FILES` is one unit of work (one worker computes
+    the session's smoke run once), every other test file another (its module fixtures built once;
+    the Ray tests of test_campaign.py never run two at a time). xdist's own ``--dist loadgroup`` would
+    do this with marks, but its group suffix is lost under pytest 9 (it sets ``item._nodeid``, which
+    pytest 9's nodes no longer read)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SmokeRunFirst(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if Path(nodeid.split("::")[0]).name in SMOKE_RUN_FILES:
+                return "smoke run"
+            return super()._split_scope(nodeid)
+
+    return SmokeRunFirst(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -392,3 +392,38 @@ def test_the_executed_notebooks_render_cleanly_and_stay_small(run_dir, tmp_path)
         for leak in ("PosixPath(", "np.str_(", ".partial/"):
             assert leak not in html, (phase, leak)
         assert "Traceback" not in html, phase
+
+
+def test_a_campaign_headline_row_is_the_runs_own_artifacts(run_dir):
+    """campaign.parquet's row of a cell (:func:`campaign.headline`) against the run's artifacts read directly."""
+    from avalanche_nb import campaign
+
+    row = campaign.headline(run_dir)
+    info = json.loads((run_dir / "00_data_and_model" / "model.json").read_text())
+    assert (row["num_layers"], row["n_parameters"]) == (info["num_layers"], info["n_parameters"])
+    sweep = pd.read_parquet(run_dir / "03_gain_sweep" / "sweep.parquet")
+    g1 = sweep[(sweep.ablation == "all") & (sweep.spike_def == "pos") & (sweep.threshold_mode == "rate_matched")
+               & (sweep.g == 1.0) & (sweep.target_rate == sweep.target_rate.iloc[0])]
+    assert len(g1) == 1
+    for col in ("z_tot_n1", "z_tot_n2", "z_tot_n3", "delta_b_tot_n1"):
+        assert row[f"{col}_g1"] == pytest.approx(g1[col].iloc[0], nan_ok=True)
+    assert row["fit_class"] == campaign.fit_class(g1.iloc[0])
+    gs = json.loads((run_dir / "04_gstar" / "gstar.json").read_text())
+    assert row["gstar"] == gs["gstar"] and row["gstar_outcome"] == gs["outcome"]
+    assert {r: row[f"gstar_{r}"] for r in gs["picks"]} == gs["picks"]
+    assert {r: row[f"at_edge_{r}"] for r in gs["at_edge"]} == gs["at_edge"]
+    arc = json.loads((run_dir / "04_gstar" / "arc_summary.json").read_text())
+    rows = arc["full" if arc["full"] else "grid"]
+    easy1 = next(r for r in rows if r["subset"] == "ARC-Easy" and r["g"] == 1.0)
+    assert (row["arc_easy_acc_g1"], row["arc_easy_acc_lo_g1"], row["arc_easy_acc_hi_g1"]) == (
+        easy1["acc"], easy1["acc_lo"], easy1["acc_hi"])
+    tr = pd.read_parquet(run_dir / "04_gstar" / "transfer.parquet").set_index("g")
+    assert row["ppl_b_ratio_gstar"] == pytest.approx(tr.perplexity[gs["gstar"]] / tr.perplexity[1.0])
+    me = json.loads((run_dir / "06_massive" / "me_layer.json").read_text())["models"]["smollm2-135m-instruct"]
+    assert row["me_layer"] == me["me_layer"]
+    prof = pd.read_parquet(run_dir / "06_massive" / "profile.parquet")
+    ratio = prof[(prof.model == "smollm2-135m-instruct") & (prof.layer == me["me_layer"])].ratio.iloc[0]
+    assert row["ma_ratio"] == ratio
+    found = json.loads((run_dir / "06_massive" / "findings.json").read_text())["smollm2-135m-instruct"]
+    assert row["ma_zero_ppl_ratio"] == pytest.approx(found["perplexity_ratio"]["zero"])
+    assert row["ma_mean_ppl_ratio"] == pytest.approx(found["perplexity_ratio"]["mean"])
