@@ -30,7 +30,7 @@ run: setup
 # two pytest workers (pytest-xdist): the smoke run's test files on one (they share its session fixture;
 # tests/conftest.py schedules them), every other file on whichever is free; TEST_WORKERS=0: one process
 TEST_WORKERS ?= 2
-XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
+XDIST := $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS))
 
 test: setup
 	$(PY) -m pytest $(XDIST) --durations=15

@@ -393,9 +393,11 @@ def _start_ray(address: str | None, num_cpus: int | None) -> None:
     is set or a `ray start` cluster runs here). A local start that times out waiting for its own
     raylet (Ray's hard-coded 30 s, too short when the cores are busy) is tried again, up to
     RAY_START_TRIES times in all."""
+    import psutil
     import ray
 
     for attempt in range(1, RAY_START_TRIES + 1):
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
         try:
             ray.init(address=address or "local", num_cpus=num_cpus if address is None else None,
                      include_dashboard=False, log_to_driver=True, configure_logging=False)
@@ -404,6 +406,10 @@ def _start_ray(address: str | None, num_cpus: int | None) -> None:
             if address is not None or "timed out during startup" not in str(err) or attempt == RAY_START_TRIES:
                 raise
             ray.shutdown()
+            # the failed start's GCS and raylet outlive it (Ray never recorded its node): stop them
+            for proc in psutil.Process().children(recursive=True):
+                if proc.pid not in before:
+                    proc.kill()
             print(f"[campaign] Ray's local start timed out (a busy machine?); trying again ({attempt + 1}/"
                   f"{RAY_START_TRIES})", flush=True)
 

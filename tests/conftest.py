@@ -14,52 +14,74 @@ ROOT = Path(__file__).resolve().parent.parent
 #: the test files that use the smoke run (the ``smoke`` session fixture, directly or through
 #: ``run_dir`` or another fixture); the two-worker schedule below sends them to one worker
 SMOKE_RUN_FILES = ("test_smoke_run.py", "test_paper.py", "test_explore_run.py", "test_browser.py")
+SMOKE_UNIT = "smoke run"  # the schedule's unit of work holding SMOKE_RUN_FILES
+_STRAY = pytest.StashKey[str]()
 
 
 def pytest_collection_modifyitems(config, items):
-    """The smoke run's test files first (the longest chain of the suite: under ``pytest -n 2``, as ``make
-    test`` runs, their worker starts it at once), and only from :data:`SMOKE_RUN_FILES`: a test
-    elsewhere would make a second worker compute the whole run again."""
-    smoke = [it for it in items if "smoke" in it.fixturenames]
-    stray = [it.nodeid for it in smoke if it.path.name not in SMOKE_RUN_FILES]
-    if stray:
-        raise pytest.UsageError(f"{', '.join(stray)} use the smoke run: move them into one of {SMOKE_RUN_FILES} "
-                                f"(tests/conftest.py), so that one pytest worker computes it")
+    """The smoke run's test files first (the longest chain of the suite), and the smoke run used only
+    from :data:`SMOKE_RUN_FILES`: a test elsewhere would make a second worker compute the whole run
+    again, so it fails at set-up (before its fixtures) with a message saying where it belongs."""
+    for it in items:
+        if "smoke" in it.fixturenames and it.path.name not in SMOKE_RUN_FILES:
+            it.stash[_STRAY] = (f"{it.nodeid} uses the smoke run: move it into one of {SMOKE_RUN_FILES} "
+                                f"(tests/conftest.py), so that one pytest worker computes the run")
     first = [it for it in items if it.path.name in SMOKE_RUN_FILES]  # whole files: module fixtures built once
     items[:] = first + [it for it in items if it.path.name not in SMOKE_RUN_FILES]
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if _STRAY in item.stash:
+        pytest.fail(item.stash[_STRAY], pytrace=False)
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest without xdist must not reject it
 def pytest_xdist_make_scheduler(config, log):
-    """``pytest -n N``: every test of :data:`SMOKE_RUN_FILES` is one unit of work (one worker computes
-    the session's smoke run once), every other test file another (its module fixtures built once;
-    the Ray tests of test_campaign.py never run two at a time). xdist's own ``--dist loadgroup`` would
-    do this with marks, but its group suffix is lost under pytest 9 (it sets ``item._nodeid``, which
-    pytest 9's nodes no longer read)."""
+    """``pytest -n N`` (``--dist load``, xdist's default): the tests of :data:`SMOKE_RUN_FILES` are one
+    unit of work, handed out first (one worker computes the session's smoke run once, from the start),
+    every other test file one unit (its module fixtures built once; the Ray tests of test_campaign.py
+    never run two at a time). Any other ``--dist`` is left to xdist. (xdist's ``--dist loadgroup``
+    would group by marks, but pytest 9 loses its group suffix: it sets ``item._nodeid``, which pytest
+    9's nodes no longer read.)"""
+    if config.getvalue("dist") != "load":
+        return None
     from xdist.scheduler import LoadScopeScheduling
 
     class SmokeRunFirst(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            if Path(nodeid.split("::")[0]).name in SMOKE_RUN_FILES:
-                return "smoke run"
-            return super()._split_scope(nodeid)
+            file = nodeid.split("::", 1)[0]
+            return SMOKE_UNIT if Path(file).name in SMOKE_RUN_FILES else file
+
+        def _assign_work_unit(self, node) -> None:
+            # xdist orders units largest first (--loadscope-reorder); the smoke run goes first regardless
+            if SMOKE_UNIT in self.workqueue:
+                self.workqueue.move_to_end(SMOKE_UNIT, last=False)
+            super()._assign_work_unit(node)
 
     return SmokeRunFirst(config, log)
 
 
 @pytest.fixture(scope="session")
-def smoke(tmp_path_factory):
+def smoke(tmp_path_factory, request):
     """(run folder, :class:`smoke_rerun.Rerun`): the smoke run, and nbval's re-execution of its
-    notebooks, which starts on each phase as soon as the run has finished it."""
+    notebooks, which starts on each phase as soon as the run has finished it (only when a selected
+    test asks for it: ``rerun`` of test_smoke_run.py; else ``None``)."""
     from avalanche_nb import runner
     from smoke_rerun import Rerun
 
     out = tmp_path_factory.mktemp("runs")
-    rerun = Rerun(out / "smoke", tmp_path_factory.mktemp("nbval") / "scratch").start()
+    rerun = None
+    if any("rerun" in it.fixturenames for it in request.session.items):
+        rerun = Rerun(out / "smoke", tmp_path_factory.mktemp("nbval") / "scratch").start()
     try:
         run_dir = runner.run(ROOT / "params" / "smoke.yaml", out=out, run_id="smoke")
     finally:
-        rerun.run_over.set()
-    return run_dir, rerun
+        if rerun is not None:
+            rerun.run_over.set()
+    yield run_dir, rerun
+    if rerun is not None:
+        rerun.stop()  # a session cut short leaves no nbval kernel running
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,9 @@ class Rerun:
         self.env = os.environ | {provenance.SCRATCH_ENV: str(scratch), figure_export.IMAGES_ENV: "0"}
         self.results: dict[str, subprocess.CompletedProcess] = {}
         self.run_over = threading.Event()  # set when the run has returned or raised
+        self._stopped = threading.Event()
+        self._proc: subprocess.Popen | None = None
+        self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="nbval-rerun", daemon=True)
 
     def start(self) -> "Rerun":
@@ -39,22 +42,46 @@ class Rerun:
 
     def nbval(self, notebook: Path) -> subprocess.CompletedProcess:
         """``pytest --nbval-lax`` on one executed notebook (with this scratch folder)."""
-        return subprocess.run(
-            [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
-             "-o", "addopts=", "-q", str(notebook)],
-            cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=TIMEOUT_S)
+        args = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
+                "-o", "addopts=", "-q", str(notebook)]
+        with subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) as proc:
+            self._proc = proc
+            try:
+                out, err = proc.communicate(timeout=TIMEOUT_S)
+            except BaseException:
+                proc.kill()
+                raise
+            finally:
+                self._proc = None
+        return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
     def _loop(self) -> None:
-        for phase in phases.names():
-            # a finished phase's folder appears whole (renamed from its staging folder)
-            notebook = self.run_dir / phase / f"{phase}.ipynb"
-            while not notebook.exists():
-                if self.run_over.is_set() and not notebook.exists():
-                    return  # the run stopped before this phase; the run's own tests report why
-                time.sleep(1.0)
-            self.results[phase] = self.nbval(notebook)
+        try:
+            for phase in phases.names():
+                # a finished phase's folder appears whole (renamed from its staging folder)
+                notebook = self.run_dir / phase / f"{phase}.ipynb"
+                while not notebook.exists():
+                    if self._stopped.is_set() or (self.run_over.is_set() and not notebook.exists()):
+                        return  # the run stopped before this phase; the run's own tests report why
+                    time.sleep(1.0)
+                if self._stopped.is_set():
+                    return
+                self.results[phase] = self.nbval(notebook)
+        except BaseException as err:  # re-raised by wait(), in the test that reads the results
+            self._error = err
 
     def wait(self) -> dict[str, subprocess.CompletedProcess]:
-        """Every phase's nbval result (phase order), once all are done."""
+        """Every phase's nbval result (phase order), once all are done; an error of the thread is raised here."""
         self._thread.join()
+        if self._error is not None:
+            raise RuntimeError("nbval's re-execution of the smoke run failed") from self._error
         return self.results
+
+    def stop(self) -> None:
+        """Stop re-executing (the session ends): no new notebook starts, a running one is killed."""
+        self._stopped.set()
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        self._thread.join(timeout=30)

@@ -15,6 +15,7 @@ suite = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(suite)
 pytest_collection_modifyitems = suite.pytest_collection_modifyitems
 pytest_xdist_make_scheduler = suite.pytest_xdist_make_scheduler
+pytest_runtest_setup = suite.pytest_runtest_setup
 
 @pytest.fixture(scope="session")
 def smoke(tmp_path_factory):  # stands in for the smoke run: leaves a file per worker that computes it
@@ -34,9 +35,10 @@ def _pytest(folder: Path, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
-def test_one_worker_computes_the_smoke_run_and_its_files_go_first(tmp_path):
+def test_one_worker_computes_the_smoke_run_and_starts_with_it(tmp_path):
     (tmp_path / "conftest.py").write_text(CONFTEST)
-    (tmp_path / "test_other.py").write_text("import pytest\n\n@pytest.mark.parametrize('i', range(40))\n"
+    # a larger file than the smoke run's: xdist alone would hand it out first (largest units first)
+    (tmp_path / "test_other.py").write_text("import pytest\n\n@pytest.mark.parametrize('i', range(60))\n"
                                             "def test_o(i):\n    pass\n")
     (tmp_path / "test_smoke_run.py").write_text("def test_a(run_dir):\n    pass\n\ndef test_b():\n    pass\n")
     (tmp_path / "test_paper.py").write_text("import pytest\n\n@pytest.fixture\ndef built(run_dir):\n    return 1\n\n"
@@ -44,17 +46,21 @@ def test_one_worker_computes_the_smoke_run_and_its_files_go_first(tmp_path):
     proc = _pytest(tmp_path, "-n", "2", "-v")
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert len(list(tmp_path.glob("tmp/smoke-*"))) == 1, proc.stdout[-3000:]  # not once per worker
-    ran = [line.split()[-1] for line in proc.stdout.splitlines() if " PASSED " in line]
-    workers = {line.split()[0] for line in proc.stdout.splitlines()
-               if " PASSED " in line and ("test_paper" in line or "test_smoke_run" in line)}
-    assert len(ran) == 43 and len(workers) == 1
-    plain = _pytest(tmp_path, "-q")  # without xdist the hooks change only the order
-    assert plain.returncode == 0 and "43 passed" in plain.stdout
+    passed = [line.split() for line in proc.stdout.splitlines() if " PASSED " in line]  # [gwN] [ p%] PASSED id
+    smoke_workers = {w[0] for w in passed if w[-1].startswith(("test_paper", "test_smoke_run"))}
+    assert len(passed) == 63 and len(smoke_workers) == 1
+    first_of_that_worker = next(w[-1] for w in passed if w[0] in smoke_workers)
+    assert first_of_that_worker.startswith(("test_paper", "test_smoke_run")), proc.stdout[-3000:]
+    for plain in (("-q",), ("-q", "-p", "no:xdist")):  # xdist inactive or not loaded: only the order changes
+        res = _pytest(tmp_path, *plain)
+        assert res.returncode == 0 and "63 passed" in res.stdout, res.stdout[-3000:]
 
 
-def test_a_test_using_the_smoke_run_elsewhere_is_refused(tmp_path):
+def test_a_test_using_the_smoke_run_elsewhere_errs_before_computing_it(tmp_path):
     (tmp_path / "conftest.py").write_text(CONFTEST)
-    (tmp_path / "test_elsewhere.py").write_text("def test_x(run_dir):\n    pass\n")
-    proc = _pytest(tmp_path, "-q")
-    assert proc.returncode != 0
-    assert "test_elsewhere.py::test_x use the smoke run: move them into one of" in proc.stdout + proc.stderr
+    (tmp_path / "test_elsewhere.py").write_text("def test_x(run_dir):\n    pass\n\ndef test_y():\n    pass\n")
+    for args in (("-q",), ("-q", "-n", "2")):
+        proc = _pytest(tmp_path, *args)
+        assert proc.returncode == 1 and "1 passed, 1 error" in proc.stdout, proc.stdout[-3000:]
+        assert "test_elsewhere.py::test_x uses the smoke run: move it into one of" in proc.stdout
+        assert not list(tmp_path.rglob("smoke-*"))
