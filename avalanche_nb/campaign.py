@@ -10,6 +10,7 @@ A campaign file names a base params file and the cells to run::
       - {id: smol-long, model: smollm2-135m-instruct, n_sequences: 64}
     phases: "00,01,02,03,04,06"     # optional; default every phase
     cpus_per_cell: 2                # optional; default the cell's torch_threads
+    jobs_per_cell: 2                # optional; phases a cell runs at once (avalanche-nb run --jobs), default 1
     gpus_per_cell: 1                # optional; default 1 for a cell on CUDA (device / device_map), else 0
     max_retries: 2                  # optional; re-runs of a cell whose worker died (default 2)
 
@@ -57,6 +58,7 @@ CAMPAIGN_KEYS = {
     "cells": "list of extra cells, each a mapping of params overrides with an optional `id`",
     "phases": "phases of every cell (`avalanche-nb run --phases` syntax); default every phase",
     "cpus_per_cell": "CPUs Ray reserves for a cell; default the cell's torch_threads (1 when 0)",
+    "jobs_per_cell": "phases a cell runs at once, as `avalanche-nb run --jobs` (the same artifacts); default 1",
     "gpus_per_cell": "GPUs Ray reserves for a cell; default 1 when its params say device: cuda... or give a "
                      "device_map, else 0",
     "max_retries": "times Ray re-runs a cell whose worker died (a failing phase is not retried); default 2",
@@ -88,6 +90,7 @@ class Campaign:
     cpus_per_cell: float | None
     gpus_per_cell: float | None
     max_retries: int
+    jobs_per_cell: int = 1
 
 
 # --------------------------------------------------------------------------- the campaign file
@@ -175,6 +178,9 @@ def load(path: str | Path, campaign_id: str | None = None) -> Campaign:
     retries = spec.get("max_retries", 2)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise _error(source, f"max_retries must be an integer >= 0, got {retries!r}")
+    jobs = spec.get("jobs_per_cell", 1)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise _error(source, f"jobs_per_cell must be an integer >= 1, got {jobs!r}")
     cid = campaign_id or source.stem
     if "/" in cid or cid.startswith("."):
         raise _error(source, f"campaign id {cid!r} may not contain '/' or start with '.'")
@@ -184,7 +190,7 @@ def load(path: str | Path, campaign_id: str | None = None) -> Campaign:
     except P.ParamsError as err:
         raise _error(source, f"phases: {err}") from None
     return Campaign(cid, source, tuple(cells), phases,
-                    spec.get("cpus_per_cell"), spec.get("gpus_per_cell"), retries)
+                    spec.get("cpus_per_cell"), spec.get("gpus_per_cell"), retries, jobs)
 
 
 # --------------------------------------------------------------------------- one cell (a Ray task)
@@ -223,8 +229,9 @@ def read_status(folder: Path, cid: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"cell": cid, "state": "queued"}
 
 
-def run_cell(folder: str, cid: str, phases: list[str], notebooks: str | None) -> dict:
-    """Run (or finish) one cell's run folder; returns its status record. Runs inside a Ray worker:
+def run_cell(folder: str, cid: str, phases: list[str], notebooks: str | None, jobs: int = 1) -> dict:
+    """Run (or finish) one cell's run folder (``jobs`` phases at once); returns its status record. Runs
+    inside a Ray worker:
     a failing phase, a refused model or any other error becomes a ``failed`` record (the campaign goes
     on); a dead worker is Ray's to retry, and the retry resumes the run, removing the dead attempt's
     staging folder (its kernel exited with its worker: see ``runner._kernel_manager``)."""
@@ -254,7 +261,7 @@ def run_cell(folder: str, cid: str, phases: list[str], notebooks: str | None) ->
     record: dict[str, Any] = {"attempt": attempt, "host": host}
     try:
         runner.run(params_file, ",".join(todo), out=runs, run_id=cid, resume=resume,
-                   notebooks=Path(notebooks) if notebooks else None)
+                   notebooks=Path(notebooks) if notebooks else None, jobs=jobs)
         record |= {"state": "done"}
     except runner.PhaseFailedError as err:
         record |= {"state": "failed", "phase": err.phase, "reason": str(err)}
@@ -427,7 +434,8 @@ def _run(c: Campaign, folder: Path, todo: list[Cell], address: str | None, noteb
             _start_ray(address, num_cpus)
         task = ray.remote(run_cell)
         refs = {task.options(max_retries=c.max_retries, retry_exceptions=False, **_resources(c, cell)).remote(
-            str(folder), cell.cell_id, list(c.phases), str(notebooks) if notebooks else None): cell for cell in todo}
+            str(folder), cell.cell_id, list(c.phases), str(notebooks) if notebooks else None, c.jobs_per_cell): cell
+            for cell in todo}
         try:
             _collect(refs, folder, c, settled, poll)
         except KeyboardInterrupt:

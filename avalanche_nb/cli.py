@@ -1,6 +1,6 @@
 """The ``avalanche-nb`` command.
 
-    avalanche-nb run --params params/default.yaml [--phases 00,01,02] [--out outputs/runs] [--run-id ID]
+    avalanche-nb run --params params/default.yaml [--phases 00,01,02] [--out outputs/runs] [--run-id ID] [--jobs 2]
     avalanche-nb run --params P --run-id ID --resume [--phases 03]   # the phases a run lacks
     avalanche-nb verify outputs/runs/<run_id>
     avalanche-nb list [--out outputs/runs]
@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--run-id", help="name of the run folder (default: timestamp + params hash)")
     r.add_argument("--resume", action="store_true",
                    help="add phases to the existing run --run-id (same params): --phases, or every phase it lacks")
+    r.add_argument("--jobs", type=int, default=1,
+                   help="phases run at once, each once the phases it reads have finished (default 1; the "
+                        "artifacts are the same)")
     v = sub.add_parser("verify", help="re-hash a run's artifacts against its manifests")
     v.add_argument("run_dir")
     ls = sub.add_parser("list", help="list runs and their finished phases")
@@ -75,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _main(args: argparse.Namespace) -> int:
     if args.cmd == "run":
-        run_dir = runner.run(args.params, args.phases, args.out, args.run_id, resume=args.resume)
+        run_dir = runner.run(args.params, args.phases, args.out, args.run_id, resume=args.resume, jobs=args.jobs)
         print(f"[avalanche-nb] run complete: {run_dir}")
     elif args.cmd == "campaign":
         from . import campaign

@@ -160,12 +160,17 @@ def gguf_path(spec: GGUFSpec) -> Path:
     target = cache_dir() / "gguf" / spec.filename
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".partial")
-        mod.assemble(tmp, overwrite=True)
-        if sha256_file(tmp) != mod.EXPECTED_SHA256:
-            tmp.unlink()
-            raise RuntimeError(f"assembled {spec.filename} does not match its published sha256")
-        tmp.rename(target)
+        # a name of its own: two phases side by side may assemble the same file at once
+        fd, name = tempfile.mkstemp(prefix=target.name + ".", suffix=".partial", dir=target.parent)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            mod.assemble(tmp, overwrite=True)
+            if sha256_file(tmp) != mod.EXPECTED_SHA256:
+                raise RuntimeError(f"assembled {spec.filename} does not match its published sha256")
+            os.replace(tmp, target)  # the same bytes whoever finishes last
+        finally:
+            tmp.unlink(missing_ok=True)
     return target
 
 

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,11 @@ REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 KERNEL = "avalanche-nb"
 LOGS = "logs"  # the run folder's subfolder of kernel output, one file per phase
+#: the environment of phase kernels that run side by side (``jobs`` > 1). By default an idle libgomp thread
+#: spins for its next task (GOMP_SPINCOUNT, 300,000 spins) before it sleeps, also while another process
+#: needs the core: on 2 cores two torch kernels of 2 threads each ran 4-20x slower than alone
+#: (docs/PROFILE.md). PASSIVE threads sleep at once. The policy changes no number (same threads, same work).
+SIDE_BY_SIDE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 class PhaseFailedError(RuntimeError):
@@ -106,14 +112,24 @@ def check_inputs(chosen: list[str], done: list[str]) -> None:
         available.add(ph)
 
 
-def _kernel_manager(log: Path):
+def dependencies(chosen: list[str]) -> dict[str, set[str]]:
+    """Per phase of ``chosen``, the phases of ``chosen`` whose artifacts it reads: it may start once they
+    have finished (phases outside ``chosen`` are finished already, :func:`check_inputs`)."""
+    picked = set(chosen)
+    return {ph: {registry.producer(a).name for a in registry.get(ph).reads} & picked for ph in chosen}
+
+
+def _kernel_manager(log: Path, cwd: Path, env: dict[str, str] | None = None, started: dict | None = None):
     """The kernel manager of a phase: the kernel talks over local (IPC) sockets, so it never opens a TCP
     port (and never warns, at every phase, that one is unencrypted; the socket files are removed at
     shutdown); it runs in its own session (jupyter_client always starts one on POSIX), so a Ctrl-C at the
     terminal reaches the runner, which stops the kernel itself; it watches its parent (``JPY_PARENT_PID``,
     set because it is not ``independent``) and exits when the runner's process dies, so a killed campaign
     worker leaves no kernel writing into a staging folder; and its own output goes to ``log`` instead of
-    the terminal."""
+    the terminal. It starts in ``cwd`` (papermill's own ``cwd`` changes the directory of the whole process,
+    which phases side by side must not do); ``env``: its environment (default: this process's);
+    ``started``: where its process is recorded under ``log`` while it lives (so that another thread can
+    stop it)."""
     import tempfile
     import uuid
 
@@ -128,29 +144,47 @@ def _kernel_manager(log: Path):
         async def start_kernel(self, **kw):
             log.parent.mkdir(exist_ok=True)
             stream = open(log, "ab")  # noqa: SIM115 - the kernel process owns it for its lifetime
-            return await super().start_kernel(independent=False, stdout=stream, stderr=stream, **kw)
+            kw.setdefault("cwd", str(cwd))
+            if env is not None:
+                kw["env"] = env
+            out = await super().start_kernel(independent=False, stdout=stream, stderr=stream, **kw)
+            if started is not None:
+                started[log] = self.provisioner
+            return out
 
     return PhaseKernelManager
+
+
+_QUIET_LOCK = threading.Lock()
+_QUIET: dict[str, list] = {}  # logger name -> [blocks inside, its level before the first]
 
 
 @contextmanager
 def _quiet(logger: str):
     """Silence ``logger`` in the block: papermill's notes (a dead kernel, an interrupted cell) reach the
-    runner as exceptions, which say it once and clearly."""
+    runner as exceptions, which say it once and clearly. Blocks may overlap (phases side by side): the
+    logger's level comes back when the last one ends."""
     log = logging.getLogger(logger)
-    level = log.level
-    log.setLevel(logging.CRITICAL + 1)
+    with _QUIET_LOCK:
+        state = _QUIET.setdefault(logger, [0, log.level])
+        if state[0] == 0:
+            state[1] = log.level
+            log.setLevel(logging.CRITICAL + 1)
+        state[0] += 1
     try:
         yield
     finally:
-        log.setLevel(level)
+        with _QUIET_LOCK:
+            state[0] -= 1
+            if state[0] == 0:
+                log.setLevel(state[1])
 
 
 @contextmanager
 def _reporting_progress(path: Path, phase: str, every: float = 10.0):
     """While the block runs, print the progress lines the phase's notebook appends to ``path``
-    (:mod:`progress`): each step's start and end, and at most one line per ``every`` seconds between."""
-    import threading
+    (:mod:`progress`; the kernel learns the path from ``$AVALANCHE_NB_PROGRESS``, see :func:`_run_phase`):
+    each step's start and end, and at most one line per ``every`` seconds between."""
 
     from . import progress
 
@@ -171,8 +205,6 @@ def _reporting_progress(path: Path, phase: str, every: float = 10.0):
             if finished:
                 return
 
-    previous = os.environ.get(progress.ENV)
-    os.environ[progress.ENV] = str(path)  # the kernel inherits it
     thread = threading.Thread(target=follow, daemon=True)
     thread.start()
     try:
@@ -181,10 +213,6 @@ def _reporting_progress(path: Path, phase: str, every: float = 10.0):
         stop.set()
         thread.join(timeout=5)
         path.unlink(missing_ok=True)
-        if previous is None:
-            os.environ.pop(progress.ENV, None)
-        else:
-            os.environ[progress.ENV] = previous
 
 
 def ensure_kernel() -> None:
@@ -270,11 +298,15 @@ def plan(params_file: str | Path, phases: str | None, out: str | Path, run_id: s
 
 
 def run(params_file: str | Path, phases: str | None = None, out: str | Path = "outputs/runs",
-        run_id: str | None = None, notebooks: Path | None = None, resume: bool = False) -> Path:
+        run_id: str | None = None, notebooks: Path | None = None, resume: bool = False, jobs: int = 1) -> Path:
     """Execute phases into ``<out>/<run_id>/``; returns the run folder.
 
     ``resume``: add phases to the existing run ``run_id`` (same params): ``phases``, or every phase it lacks.
+    ``jobs``: phases run at once, each as soon as the phases it reads have finished (:func:`dependencies`),
+    their kernels with :data:`SIDE_BY_SIDE_ENV`; the artifacts are the same as one at a time.
     """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise P.ParamsError(f"jobs must be a positive integer, got {jobs!r}")
     notebooks = notebooks or NOTEBOOKS
     params, run_dir, chosen, sources = plan(params_file, phases, out, run_id, resume, notebooks)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -286,10 +318,117 @@ def run(params_file: str | Path, phases: str | None = None, out: str | Path = "o
 
     write_plotly_js(run_dir)
     ensure_figure_browser()
-    for phase in chosen:
-        _run_phase(run_dir, phase, sources[phase], params, notebooks)
+    if jobs == 1 or len(chosen) == 1:
+        for phase in chosen:
+            _run_phase(run_dir, phase, sources[phase], params, notebooks)
+    else:
+        _run_side_by_side(run_dir, chosen, sources, params, notebooks, jobs)
     write_summary(run_dir)
     return run_dir
+
+
+def start_order(chosen: list[str]) -> list[str]:
+    """The order in which :func:`run` with ``jobs`` > 1 starts the phases that are ready: first those that
+    more chosen phases wait for (directly or not), then later phases first (of phases nothing waits for,
+    the later ones are the longer ones here: 09 before 08, 07, 05 and 02, docs/PROFILE.md), so that
+    the long chains start early and the short phases fill the gaps."""
+    needs = dependencies(chosen)
+
+    def waiting(ph: str) -> set[str]:
+        direct = {q for q in chosen if ph in needs[q]}
+        return direct.union(*(waiting(q) for q in direct))
+
+    return sorted(chosen, key=lambda ph: (-len(waiting(ph)), -chosen.index(ph)))
+
+
+def _run_side_by_side(run_dir: Path, chosen: list[str], sources: dict, params, notebooks: Path, jobs: int) -> None:
+    """Up to ``jobs`` phases at once, each started (in :func:`start_order` among those ready) once the
+    phases it reads have finished. A failure lets the running phases finish, starts nothing new and is
+    raised (naming every phase that failed); Ctrl-C stops every running kernel, leaves their staging
+    folders (as one phase at a time does) and raises :class:`RunInterrupted` naming them."""
+    import concurrent.futures as cf
+
+    needs = dependencies(chosen)
+    pending, running, done, errors = start_order(chosen), {}, set(), []
+    kernels: dict = {}  # kernel log -> provisioner of each live kernel
+    live: set[str] = set()  # phases whose worker has started and not returned
+    stop = threading.Event()
+
+    def work(phase: str) -> Path:
+        live.add(phase)  # first: the interrupt below kills until no worker is live
+        try:
+            if stop.is_set():
+                raise RunInterrupted(f"phase {phase} was not started")
+            return _run_phase(run_dir, phase, sources[phase], params, notebooks, SIDE_BY_SIDE_ENV, kernels, stop)
+        finally:
+            live.discard(phase)
+
+    pool = cf.ThreadPoolExecutor(jobs, thread_name_prefix="phase")
+    try:
+        while pending or running:
+            while not errors and len(running) < jobs:
+                ready = next((ph for ph in pending if needs[ph] <= done), None)
+                if ready is None:
+                    break
+                pending.remove(ready)
+                running[pool.submit(work, ready)] = ready
+            if not running:
+                if pending and not errors:  # cannot happen after check_inputs; never end a run silently
+                    raise RuntimeError(f"phases {', '.join(pending)} wait for phases that never run")
+                break
+            for future in cf.wait(running, return_when=cf.FIRST_COMPLETED)[0]:
+                phase = running.pop(future)
+                if future.exception() is None:
+                    done.add(phase)
+                else:
+                    errors.append(future.exception())
+    except KeyboardInterrupt:
+        stop.set()
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the cancelled cells' tasks, not news
+        _stop_workers(live, kernels)
+        pool.shutdown(wait=True, cancel_futures=True)
+        stopped = [ph for ph in chosen if ph in running.values() and ph not in finished(run_dir)]
+        raise _interrupted(run_dir, stopped) from None
+    finally:
+        pool.shutdown(wait=True)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:  # every failure, in the order they happened
+        raise PhaseFailedError("; ".join(str(e) for e in errors), getattr(errors[0], "phase", ""))
+
+
+def _stop_workers(live: set[str], kernels: dict) -> None:
+    """Kill the phase kernels until no phase worker is live (a kernel still starting registers itself
+    later); a second Ctrl-C does not stop the stopping."""
+    while live:
+        try:
+            for provisioner in list(kernels.values()):
+                _kill(provisioner)
+            time.sleep(0.2)
+        except KeyboardInterrupt:
+            continue
+
+
+def _kill(provisioner) -> None:
+    """Stop a phase kernel and what it started (its process group) now; its runner thread then sees a
+    dead kernel."""
+    import signal
+
+    process = getattr(provisioner, "process", None)
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(provisioner.pgid, signal.SIGKILL)
+    except (AttributeError, TypeError, OSError):
+        process.kill()
+
+
+def _interrupted(run_dir: Path, phases: list[str]) -> RunInterrupted:
+    done = finished(run_dir)
+    return RunInterrupted(
+        f"interrupted during phase {', '.join(phases)}; "
+        + (f"finished phases {', '.join(p.split('_')[0] for p in done)} are intact" if done else "no phase had finished")
+        + f". Resume with:\n  {_resume_command(run_dir)}")
 
 
 _browser_checked = False
@@ -329,32 +468,45 @@ def _resume_command(run_dir: Path) -> str:
             "--resume")
 
 
-def execute(nb, target: Path, parameters: dict, cwd: Path, log: Path) -> None:
-    """Execute ``nb`` with papermill into ``target`` in this package's kernel (:func:`_kernel_manager`, its
-    output to ``log``), without papermill's per-cell bar (it says nothing about a long cell's work: the
-    notebooks report their own progress) or log lines (failures reach the caller as exceptions)."""
+def execute(nb, target: Path, parameters: dict, cwd: Path, log: Path, env: dict[str, str] | None = None,
+            started: dict | None = None) -> None:
+    """Execute ``nb`` with papermill into ``target`` in this package's kernel (:func:`_kernel_manager`, started
+    in ``cwd``, its output to ``log``, its environment ``env``), without papermill's per-cell bar (it says nothing about a
+    long cell's work: the notebooks report their own progress) or log lines (failures reach the caller as
+    exceptions)."""
     import papermill as pm
 
     with _quiet("papermill"):
         pm.execute_notebook(nb, str(target), parameters=parameters, kernel_name=KERNEL, progress_bar=False,
-                            cwd=str(cwd), log_output=False, kernel_manager_class=_kernel_manager(log))
+                            log_output=False, kernel_manager_class=_kernel_manager(log, cwd, env, started))
 
 
-def _run_phase(run_dir: Path, phase: str, nb, params, notebooks: Path) -> Path:
+def _run_phase(run_dir: Path, phase: str, nb, params, notebooks: Path, env: dict[str, str] | None = None,
+               kernels: dict | None = None, stop=None) -> Path:
+    """Execute one phase into its staging folder, check it and rename it to the phase's name.
+
+    ``env``: variables added to the kernel's environment (unless set already); ``kernels``: where its live
+    kernel is recorded;
+    ``stop`` (a threading.Event): set when the run is interrupted, so a kernel killed for it is no failure.
+    """
     import papermill as pm
     from nbclient.exceptions import DeadKernelError
 
-    from . import artifacts
+    from . import artifacts, progress
 
     stage = provenance.staging_dir(run_dir, phase)
     stage.mkdir()
     print(f"[avalanche-nb] {run_dir.name}: phase {phase}", flush=True)
     t0 = time.perf_counter()
+    log = run_dir / LOGS / f"{phase}.kernel.log"
+    # a variable the user has set wins over ``env`` (e.g. their own OMP_WAIT_POLICY)
+    kernel_env = (env or {}) | os.environ | {progress.ENV: str(stage / ".progress")}
     try:
         with _reporting_progress(stage / ".progress", phase):
-            execute(nb, stage / f"{phase}.ipynb", {"run_dir": str(run_dir)}, notebooks,
-                    run_dir / LOGS / f"{phase}.kernel.log")
+            execute(nb, stage / f"{phase}.ipynb", {"run_dir": str(run_dir)}, notebooks, log, kernel_env, kernels)
     except (pm.PapermillExecutionError, DeadKernelError) as err:
+        if stop is not None and stop.is_set():
+            raise RunInterrupted(f"phase {phase} was stopped") from None  # the caller says what it means
         failed = run_dir / f"{phase}.failed"
         os.rename(stage, failed)
         if isinstance(err, DeadKernelError):
@@ -364,11 +516,10 @@ def _run_phase(run_dir: Path, phase: str, nb, params, notebooks: Path) -> Path:
                                f"the executed notebook is in {failed}", phase) from None
     except KeyboardInterrupt:
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the cancelled cell's task, not news
-        done = finished(run_dir)
-        raise RunInterrupted(
-            f"interrupted during phase {phase}; " + (f"finished phases {', '.join(p.split('_')[0] for p in done)} "
-                                                      "are intact" if done else "no phase had finished")
-            + f". Resume with:\n  {_resume_command(run_dir)}") from None
+        raise _interrupted(run_dir, [phase]) from None
+    finally:
+        if kernels is not None:
+            kernels.pop(log, None)
     lacking = artifacts.missing(stage, registry.get(phase))
     if lacking:
         failed = run_dir / f"{phase}.failed"

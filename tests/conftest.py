@@ -75,7 +75,11 @@ def smoke(tmp_path_factory, request):
     if any("rerun" in it.fixturenames for it in request.session.items):
         rerun = Rerun(out / "smoke", tmp_path_factory.mktemp("nbval") / "scratch").start()
     try:
-        run_dir = runner.run(ROOT / "params" / "smoke.yaml", out=out, run_id="smoke")
+        with pytest.MonkeyPatch.context() as mp:
+            # the re-execution computes beside the run: the run's kernels inherit the side-by-side environment
+            for key, value in (runner.SIDE_BY_SIDE_ENV if rerun is not None else {}).items():
+                mp.setenv(key, value)
+            run_dir = runner.run(ROOT / "params" / "smoke.yaml", out=out, run_id="smoke")
     finally:
         if rerun is not None:
             rerun.run_over.set()

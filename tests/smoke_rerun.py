@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from avalanche_nb import figure_export, phases, provenance
+from avalanche_nb import figure_export, phases, provenance, runner
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 1500  # one notebook's re-execution
@@ -28,7 +28,9 @@ class Rerun:
     def __init__(self, run_dir: Path, scratch: Path):
         self.run_dir, self.scratch = Path(run_dir), Path(scratch)
         # the run's own figure images are checked elsewhere: CSV only here
-        self.env = os.environ | {provenance.SCRATCH_ENV: str(scratch), figure_export.IMAGES_ENV: "0"}
+        # it runs beside the run's own kernels: both with the side-by-side environment (runner.SIDE_BY_SIDE_ENV)
+        self.env = os.environ | runner.SIDE_BY_SIDE_ENV | {provenance.SCRATCH_ENV: str(scratch),
+                                                           figure_export.IMAGES_ENV: "0"}
         self.results: dict[str, subprocess.CompletedProcess] = {}
         self.run_over = threading.Event()  # set when the run has returned or raised
         self._stopped = threading.Event()

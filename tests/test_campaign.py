@@ -41,7 +41,7 @@ def campaign_file(tmp_path, later_model):
     (tmp_path / "base.yaml").write_text("model: tiny-llama\nprogress: false\ntorch_threads: 1\n")
     f = tmp_path / "three.yaml"
     f.write_text(f"base: base.yaml\ngrid:\n  seed: [1, 5]\ncells:\n  - {{id: later, model: {later_model}, seed: 2}}\n"
-                 "phases: '00'\ncpus_per_cell: 1\nmax_retries: 2\n")
+                 "phases: '00'\ncpus_per_cell: 1\nmax_retries: 2\njobs_per_cell: 2\n")
     return f
 
 
@@ -122,6 +122,7 @@ def test_every_cell_is_checked_before_anything_starts(tmp_path):
         "base: nope.yaml\ngrid:\n  seed: [0]\n": "does not exist",
         "grid:\n  seed: [0]\n  train_steps: [10]\n  train_warmup: [20]\n": "train_warmup",
         "grid:\n  seed: [0]\nphases: '03'\n": "reads artifacts of 00_data_and_model",
+        "grid:\n  seed: [0]\njobs_per_cell: 0\n": "jobs_per_cell must be an integer >= 1",
     }
     for i, (text, message) in enumerate(cases.items()):
         f = tmp_path / f"c{i}.yaml"
