@@ -57,6 +57,7 @@ def probe_accuracy(X: np.ndarray, y: np.ndarray, probe: str, *, folds: int, seed
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import StratifiedKFold
+    from threadpoolctl import threadpool_limits
 
     X, y = np.asarray(X, float), np.asarray(y)
     if X.ndim != 2 or len(X) != len(y):
@@ -69,14 +70,17 @@ def probe_accuracy(X: np.ndarray, y: np.ndarray, probe: str, *, folds: int, seed
     if k < 2:
         return out | {"acc": np.nan, "lo": np.nan, "hi": np.nan, "majority": np.nan}
     right = right_major = 0
-    for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(X, y):
-        clf = _classifier(probe, seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            clf.fit(X[train], y[train])
-        right += int((clf.predict(X[test]) == y[test]).sum())
-        vals, c = np.unique(y[train], return_counts=True)
-        right_major += int((y[test] == vals[np.argmax(c)]).sum())
+    # one BLAS thread: the probes' matrices are small (hundreds of rows) and OpenBLAS's second thread costs
+    # more than it gives (the fits ran 4x faster with one, with the same predictions: docs/PROFILE.md)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(X, y):
+            clf = _classifier(probe, seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                clf.fit(X[train], y[train])
+            right += int((clf.predict(X[test]) == y[test]).sum())
+            vals, c = np.unique(y[train], return_counts=True)
+            right_major += int((y[test] == vals[np.argmax(c)]).sum())
     lo, hi = wilson(right, len(y))
     return out | {"acc": right / len(y), "lo": lo, "hi": hi, "majority": right_major / len(y)}
 
