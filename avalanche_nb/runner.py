@@ -155,6 +155,12 @@ def _kernel_manager(log: Path, cwd: Path, env: dict[str, str] | None = None, sta
     return PhaseKernelManager
 
 
+def _say(message: str) -> None:
+    """One line on the terminal, written at once (phases side by side print from several threads)."""
+    sys.stdout.write(f"[avalanche-nb] {message}\n")
+    sys.stdout.flush()
+
+
 _QUIET_LOCK = threading.Lock()
 _QUIET: dict[str, list] = {}  # logger name -> [blocks inside, its level before the first]
 
@@ -200,7 +206,7 @@ def _reporting_progress(path: Path, phase: str, every: float = 10.0):
                 now, edge = time.monotonic(), rec["done"] in (0, rec["total"])
                 if edge or now - last.get(rec["step"], 0.0) >= every:
                     last[rec["step"]] = now
-                    print(f"[avalanche-nb] {phase} · {progress.describe(rec)}", flush=True)
+                    _say(f"{phase} · {progress.describe(rec)}")
             seen = len(lines)
             if finished:
                 return
@@ -496,7 +502,7 @@ def _run_phase(run_dir: Path, phase: str, nb, params, notebooks: Path, env: dict
 
     stage = provenance.staging_dir(run_dir, phase)
     stage.mkdir()
-    print(f"[avalanche-nb] {run_dir.name}: phase {phase}", flush=True)
+    _say(f"{run_dir.name}: phase {phase}")
     t0 = time.perf_counter()
     log = run_dir / LOGS / f"{phase}.kernel.log"
     # a variable the user has set wins over ``env`` (e.g. their own OMP_WAIT_POLICY)
@@ -526,7 +532,7 @@ def _run_phase(run_dir: Path, phase: str, nb, params, notebooks: Path, env: dict
         os.rename(stage, failed)
         raise PhaseFailedError(f"phase {phase} finished without writing {', '.join(lacking)}; see {failed}", phase)
     final = provenance.finish_phase(run_dir, phase, run_dir.name, dict(params), REPO, time.perf_counter() - t0)
-    print(f"[avalanche-nb] {phase} done in {time.perf_counter() - t0:.0f} s -> {final}", flush=True)
+    _say(f"{phase} done in {time.perf_counter() - t0:.0f} s -> {final}")
     return final
 
 

@@ -1,8 +1,6 @@
 """Probes on synthetic features: a planted linear signal (both probes find it), a planted non-linear one
 (only the MLP), the control task at chance, the majority baseline and the Wilson interval."""
 
-import os
-
 import numpy as np
 import pytest
 from scipy import stats as st
@@ -62,15 +60,21 @@ def test_majority_baseline_wilson_and_degenerate_labels():
         probes.probe_accuracy(X, y, "forest", folds=5, seed=0)
 
 
-def test_the_fits_run_on_one_blas_thread_and_give_what_two_threads_give(monkeypatch):
-    """The limit in probe_accuracy is in force inside every fit, and the same folds fitted without it (two
-    OpenBLAS threads here) give the same accuracies: the limit is speed only."""
+def test_the_fits_run_on_one_blas_thread_whatever_the_blas_is_set_to(monkeypatch):
+    """The limit in probe_accuracy is in force inside every fit, so the accuracies do not depend on the
+    machine's BLAS threads (the default is one per core, and the MLP's L-BFGS path is sensitive to the
+    order of float sums: at the default run's sizes 2 of 96 probe rows moved by one or two predictions
+    between two threads and one)."""
     import threadpoolctl
 
     rng = np.random.default_rng(3)
     X = rng.normal(size=(300, 96))
     y = (X[:, :4].sum(1) + 0.5 * rng.normal(size=300) > 0).astype(int) + (X[:, 7] > 1)
-    limited = {kind: probes.probe_accuracy(X, y, kind, folds=4, seed=1) for kind in probes.PROBES}
+    results = []
+    for outside in (1, 2):
+        with threadpoolctl.threadpool_limits(limits=outside, user_api="blas"):
+            results.append({kind: probes.probe_accuracy(X, y, kind, folds=4, seed=1) for kind in probes.PROBES})
+    assert results[0] == results[1]
 
     seen = []
     make = probes._classifier
@@ -87,21 +91,6 @@ def test_the_fits_run_on_one_blas_thread_and_give_what_two_threads_give(monkeypa
         return clf
 
     monkeypatch.setattr(probes, "_classifier", recording)
-    probes.probe_accuracy(X, y, "linear", folds=4, seed=1)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        probes.probe_accuracy(X, y, "linear", folds=4, seed=1)
     assert seen and set(seen) == {1}
-
-    class NoLimit:  # threadpoolctl's limit as a no-op: the BLAS keeps its threads
-        def __init__(self, *a, **kw):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    seen.clear()
-    monkeypatch.setattr(threadpoolctl, "threadpool_limits", NoLimit)
-    free = {kind: probes.probe_accuracy(X, y, kind, folds=4, seed=1) for kind in probes.PROBES}
-    assert min(seen) > 1 or os.cpu_count() == 1, "the comparison needs the BLAS's own threads (OPENBLAS_NUM_THREADS?)"
-    assert free == limited
