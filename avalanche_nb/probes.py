@@ -71,7 +71,8 @@ def probe_accuracy(X: np.ndarray, y: np.ndarray, probe: str, *, folds: int, seed
         return out | {"acc": np.nan, "lo": np.nan, "hi": np.nan, "majority": np.nan}
     right = right_major = 0
     # one BLAS thread: the probes' matrices are small (hundreds of rows) and OpenBLAS's second thread costs
-    # more than it gives (the fits ran 4x faster with one, with the same predictions: docs/PROFILE.md)
+    # more than it gives (the fits ran 4x faster with one). It also makes the MLP's L-BFGS path, which
+    # depends on the order of float sums, independent of the machine's core count (docs/PROFILE.md)
     with threadpool_limits(limits=1, user_api="blas"):
         for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(X, y):
             clf = _classifier(probe, seed)
