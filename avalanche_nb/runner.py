@@ -382,7 +382,10 @@ def _run_side_by_side(run_dir: Path, chosen: list[str], sources: dict, params, n
                 if pending and not errors:  # cannot happen after check_inputs; never end a run silently
                     raise RuntimeError(f"phases {', '.join(pending)} wait for phases that never run")
                 break
-            for future in cf.wait(running, return_when=cf.FIRST_COMPLETED)[0]:
+            # a timeout, so that an interrupt raised in this thread by another one (Ray's cancel of a
+            # campaign cell: _thread.interrupt_main) is seen within a second: a lock wait without one
+            # never returns to the interpreter until a phase ends
+            for future in cf.wait(running, timeout=0.5, return_when=cf.FIRST_COMPLETED)[0]:
                 phase = running.pop(future)
                 if future.exception() is None:
                     done.add(phase)

@@ -178,7 +178,8 @@ def test_findings_say_what_repeats_and_what_does_not():
     assert "z > 2 at g = 1 in 2 of 3 cells" in text
 
 
-def test_ctrl_c_stops_the_campaign_and_keeps_finished_cells(tmp_path):
+@pytest.mark.parametrize("jobs", [1, 2])  # one phase at a time, and phases side by side
+def test_ctrl_c_stops_the_campaign_and_keeps_finished_cells(tmp_path, jobs):
     import signal
     import subprocess
     import sys
@@ -189,7 +190,7 @@ def test_ctrl_c_stops_the_campaign_and_keeps_finished_cells(tmp_path):
         '    (out / "sleeping").write_text("")\n    time.sleep(120)\n')})
     (tmp_path / "base.yaml").write_text("model: tiny-llama\nprogress: false\ntorch_threads: 1\n")
     f = tmp_path / "hang.yaml"
-    f.write_text("base: base.yaml\ngrid:\n  seed: [1, 17]\nphases: '00'\ncpus_per_cell: 1\n")
+    f.write_text(f"base: base.yaml\ngrid:\n  seed: [1, 17]\nphases: '00,01'\ncpus_per_cell: 1\njobs_per_cell: {jobs}\n")
     out = tmp_path / "campaigns"
     code = ("import sys\nfrom avalanche_nb import campaign\ntry:\n"
             "    campaign.run(sys.argv[2], sys.argv[3], notebooks=sys.argv[1], num_cpus=2, poll=0.5)\n"
@@ -202,7 +203,7 @@ def test_ctrl_c_stops_the_campaign_and_keeps_finished_cells(tmp_path):
     folder = out / "hang"
     marker = folder / "runs" / "seed=17" / ".00_data_and_model.partial" / "sleeping"
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not (marker.exists() and (folder / "runs" / "seed=1" / "00_data_and_model").is_dir()):
+    while time.monotonic() < deadline and not (marker.exists() and campaign.read_status(folder, "seed=1").get("state") == "done"):
         time.sleep(0.5)
     assert marker.exists(), proc.communicate(timeout=60)
     proc.send_signal(signal.SIGINT)
@@ -211,7 +212,10 @@ def test_ctrl_c_stops_the_campaign_and_keeps_finished_cells(tmp_path):
     assert "interrupted; finished cells are intact" in stderr and "--resume" in stderr
     assert campaign.read_status(folder, "seed=1")["state"] == "done"
     assert provenance.verify_phase(folder / "runs" / "seed=1" / "00_data_and_model") == []
-    assert campaign.read_status(folder, "seed=17")["state"] == "interrupted"
+    hung = campaign.read_status(folder, "seed=17")
+    assert hung["state"] == "interrupted"
+    # the cell's runner stopped its kernel itself (not the campaign's kill after its grace time)
+    assert hung["reason"].startswith("interrupted during phase 00_data_and_model"), hung
     assert not (folder / "runs" / "seed=17" / "00_data_and_model").exists()
 
 
