@@ -198,19 +198,18 @@ def load(path: str | Path, campaign_id: str | None = None) -> Campaign:
 
 def cell_state(run_dir: Path, phases: tuple[str, ...]) -> tuple[str, str | None]:
     """(state, phase) of a cell's run folder read from disk: ``done`` (every phase finished), ``running``
-    with the phase whose staging folder exists, ``failed`` with the phase kept as ``<phase>.failed``,
-    ``queued`` (no folder or nothing started)."""
+    with the phases whose staging folders exist (comma-separated: a cell may run two at once), ``failed``
+    with the first phase kept as ``<phase>.failed``, ``queued`` (no folder or nothing started)."""
     if not run_dir.is_dir():
         return "queued", None
     done = finished(run_dir)
     if all(ph in done for ph in phases):
         return "done", None
-    for ph in phases:
-        if provenance.staging_dir(run_dir, ph).is_dir():
-            return "running", ph
-        if (run_dir / f"{ph}.failed").is_dir():
-            return "failed", ph
-    return "queued", None
+    staging = [ph for ph in phases if provenance.staging_dir(run_dir, ph).is_dir()]
+    if staging:
+        return "running", ", ".join(staging)
+    failed = [ph for ph in phases if (run_dir / f"{ph}.failed").is_dir()]
+    return ("failed", failed[0]) if failed else ("queued", None)
 
 
 def _status_path(folder: Path, cid: str) -> Path:

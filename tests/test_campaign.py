@@ -132,6 +132,18 @@ def test_every_cell_is_checked_before_anything_starts(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_cell_state_names_every_phase_a_cell_runs_at_once(tmp_path):
+    phases = ("00_data_and_model", "04_gstar", "09_ma_in_use")
+    run = tmp_path / "cell"
+    assert campaign.cell_state(run, phases) == ("queued", None)
+    run.mkdir()
+    (run / "00_data_and_model.failed").mkdir()
+    assert campaign.cell_state(run, phases) == ("failed", "00_data_and_model")
+    provenance.staging_dir(run, "09_ma_in_use").mkdir()
+    provenance.staging_dir(run, "04_gstar").mkdir()
+    assert campaign.cell_state(run, phases) == ("running", "04_gstar, 09_ma_in_use")  # still running: not failed yet
+
+
 def test_cells_are_the_grid_then_the_extra_cells_with_readable_ids(tmp_path):
     (tmp_path / "base.yaml").write_text("model: tiny-llama\nseed: 3\n")
     f = tmp_path / "c.yaml"
