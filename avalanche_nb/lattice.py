@@ -203,18 +203,18 @@ class _EventReducer:
     scale``, so no full ``z`` tensor is built; the few kept values are then standardised and filtered
     exactly in z-space (the margin only lets rounding-borderline values through to that exact test).
 
-    The bound test is two passes over ``u``: a clamp to the bounds and a comparison with ``u``. NaN
-    and ±inf never equal their clamp, so every non-finite value of ``u`` is among the kept ones and
-    the finite check runs on those few values instead of on all of ``u``. On CPU the comparison, the
-    nonzero and the small per-event steps run in numpy (a fraction of torch's time for these ops);
-    elsewhere in torch, with the events left on the device until the pass ends.
+    NaN and ±inf are never inside the bounds, so every non-finite value of ``u`` is among the kept
+    ones and the finite check runs on those few values instead of on all of ``u``. On CPU the bound
+    test, the gather and the exact test are one compiled pass (``tap_kernel``, a third of the time of
+    the numpy steps it replaced, docs/PROFILE.md); elsewhere torch clamps, compares and
+    gathers, with the events left on the device until the pass ends.
 
     The statistics live on ``device`` (where the inputs go); a layer that runs elsewhere (a model split
     by a device map) gets its rows copied to its own device once, on its first batch.
     """
 
     MARGIN = 1e-3
-    NUMPY_ON_CPU = True  # the tests switch it off to run the torch path on CPU as well
+    COMPILED_ON_CPU = True  # the tests switch it off to run the torch path on CPU as well
 
     def __init__(self, calib: Calibration, floor: float, reference_tau: float | None, window: int, device):
         self.mu = torch.as_tensor(calib.mu, dtype=torch.float32, device=device)
@@ -228,7 +228,8 @@ class _EventReducer:
             self.ref_hi = self.mu + reference_tau * self.scale
             self.ref_lo = self.mu - reference_tau * self.scale
         self.floor, self.ref, self.window = floor, reference_tau, window
-        self._np: tuple[np.ndarray, np.ndarray] | None = None  # (mu, scale) as numpy, on first CPU layer
+        self._np: dict[int, tuple[np.ndarray, ...]] = {}  # per layer: (lo, hi, mu, scale) as numpy, for the CPU kernel
+        self._kernel = None  # tap_kernel.FloorEvents, made on the first CPU layer (numba imports then)
         self._stats: dict[tuple[int, torch.device], _LayerStats] = {}
         L = calib.n_layers
         self.site: list[list[torch.Tensor]] = [[] for _ in range(L)]
@@ -248,8 +249,8 @@ class _EventReducer:
                                            row(self.ref_lo), row(self.ref_hi))
         return self._stats[key]
 
-    def _numpy(self, u: torch.Tensor) -> bool:
-        return u.device.type == "cpu" and self.NUMPY_ON_CPU
+    def _compiled(self, u: torch.Tensor) -> bool:
+        return u.device.type == "cpu" and self.COMPILED_ON_CPU
 
     def ref_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """int64 [L] each: spikes at ``reference_tau`` per layer, ``pos`` and ``abs``."""
@@ -262,10 +263,7 @@ class _EventReducer:
             self._scratch = torch.empty_like(u), torch.empty(u.shape, dtype=torch.bool, device=u.device)
         clamped, outside = self._scratch
         torch.clamp(u, st.lo, st.hi, out=clamped)
-        if self._numpy(u):
-            np.not_equal(u.numpy(), clamped.numpy(), out=outside.numpy())
-        else:
-            torch.ne(u, clamped, out=outside)
+        torch.ne(u, clamped, out=outside)
         return clamped, outside
 
     def __call__(self, layer: int, u: torch.Tensor) -> None:
@@ -276,25 +274,24 @@ class _EventReducer:
             below = (u < st.ref_lo).sum(-1)[valid].sum()
             self.ref_pos[layer] = self.ref_pos[layer] + above
             self.ref_abs[layer] = self.ref_abs[layer] + above + below
-        site, z = (self._events_numpy if self._numpy(u) else self._events_torch)(layer, st, u, valid)
+        site, z = (self._events_compiled if self._compiled(u) else self._events_torch)(layer, st, u, valid)
         self.site[layer].append(site)
         self.z[layer].append(z)
 
-    def _events_numpy(self, layer: int, st: _LayerStats, u: torch.Tensor, valid: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._np is None:  # shares memory with mu / scale when those are on the CPU
-            self._np = self.mu.cpu().numpy(), self.scale.cpu().numpy()
-        mu_np, scale_np = self._np
-        flat = u.numpy().reshape(-1)
-        idx = np.arange(flat.size) if self.keep_all else np.flatnonzero(self._outside(st, u)[1].numpy())
-        v = flat[idx]
-        if not np.isfinite(v).all():  # every non-finite value of u is in v
+    def _events_compiled(self, layer: int, st: _LayerStats, u: torch.Tensor, valid: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._kernel is None:
+            from .tap_kernel import FloorEvents  # numba's import and cache load only where the tap runs
+            self._kernel = FloorEvents(kept=1.0 if self.keep_all else 1 / 16)
+        if layer not in self._np:  # views sharing memory with the statistics when those are on the CPU
+            lo, hi = ((np.full(st.mu.shape, np.inf, np.float32), np.full(st.mu.shape, -np.inf, np.float32))
+                      if self.keep_all else (st.lo.cpu().numpy(), st.hi.cpu().numpy()))  # +inf..-inf: all outside
+            self._np[layer] = lo, hi, st.mu.cpu().numpy(), st.scale.cpu().numpy()
+        site, z, finite = self._kernel(u.numpy().reshape(-1, u.shape[-1]), *self._np[layer], self.floor,
+                                       valid.numpy().reshape(-1))
+        if not finite:
             raise NonFiniteActivationError(f"non-finite values (NaN/inf) in the MLP tap of layer {layer}")
-        site = idx // u.shape[-1]  # b * T + t within the batch (// and a product: 4x faster than divmod)
-        i = idx - site * u.shape[-1]
-        z = (v - mu_np[layer][i]) / scale_np[layer][i]  # float32, exactly as defined
-        keep = (np.abs(z) > self.floor) & valid.numpy().reshape(-1)[site]
-        return torch.from_numpy(site[keep] + self.start * self.window), torch.from_numpy(z[keep])
+        return torch.from_numpy(site + self.start * self.window), torch.from_numpy(z)
 
     def _events_torch(self, layer: int, st: _LayerStats, u: torch.Tensor, valid: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,17 +31,27 @@ def _nan_result(keys: Iterable[str], reason: str) -> dict:
 
 
 def _mrestimator():
-    """Import ``mrestimator`` without its global side effect on tqdm.
+    """Import ``mrestimator`` without its global side effects, as its numpy version.
 
     Importing it patches ``tqdm.tqdm.__init__`` to ``disable=True`` for the whole process; the
-    original is put back (mrestimator's own bars are silenced by :func:`_quiet_mr` instead).
+    original is put back (mrestimator's own bars are silenced by :func:`_quiet_mr` instead). And where
+    numba is importable (it is here: ``tap_kernel``) mrestimator sums with numba kernels compiled with
+    ``fastmath``, whose reassociated sums differ in the last digits from its numpy sums; the numbers this
+    module reproduces (and that it is checked against) are the numpy ones, so numba is hidden from it.
     """
     if "mrestimator" not in sys.modules:
         import tqdm
 
         before = tqdm.tqdm.__dict__.get("__init__")
-        import mrestimator  # noqa: F401
-
+        numba = sys.modules.get("numba")
+        sys.modules["numba"] = None  # makes `from numba import ...` raise ImportError
+        try:
+            import mrestimator  # noqa: F401
+        finally:
+            if numba is None:
+                del sys.modules["numba"]
+            else:
+                sys.modules["numba"] = numba
         if before is not None and tqdm.tqdm.__dict__.get("__init__") is not before:
             tqdm.tqdm.__init__ = before
     return sys.modules["mrestimator"]

@@ -81,9 +81,9 @@ def test_the_split_is_real(pair):
     assert torch.equal(logits(split, ids), logits(plain, ids))
 
 
-@pytest.mark.parametrize("numpy_on_cpu", [True, False])  # the CPU path, and the torch path other devices take
-def test_lattice_reductions_are_identical(pair, numpy_on_cpu, monkeypatch):
-    monkeypatch.setattr(lat._EventReducer, "NUMPY_ON_CPU", numpy_on_cpu)
+@pytest.mark.parametrize("compiled_on_cpu", [True, False])  # the CPU path, and the torch path other devices take
+def test_lattice_reductions_are_identical(pair, compiled_on_cpu, monkeypatch):
+    monkeypatch.setattr(lat._EventReducer, "COMPILED_ON_CPU", compiled_on_cpu)
     plain, split, _ = pair
     calib_tokens, ids = toks(6, seed=1), toks()
     valid = lat.valid_mask(*ids.shape, exclude_first_token=True)

@@ -192,11 +192,11 @@ def brute_force_events(model, tokens, valid, cal, floor, g=1.0):
     return out
 
 
-@pytest.mark.parametrize("numpy_on_cpu", [True, False])  # the CPU path, and the torch path other devices take
+@pytest.mark.parametrize("compiled_on_cpu", [True, False])  # the CPU path, and the torch path other devices take
 @pytest.mark.parametrize("floor", [1.0, 2.5, 1e-3, 0.0, -np.inf])
 @pytest.mark.parametrize("g", [0.5, 1.5])
-def test_events_equal_brute_force(tiny, floor, g, numpy_on_cpu, monkeypatch):
-    monkeypatch.setattr(lat._EventReducer, "NUMPY_ON_CPU", numpy_on_cpu)
+def test_events_equal_brute_force(tiny, floor, g, compiled_on_cpu, monkeypatch):
+    monkeypatch.setattr(lat._EventReducer, "COMPILED_ON_CPU", compiled_on_cpu)
     model, tokens, calib_tokens = tiny
     cal = lat.calibrate(model, calib_tokens, lat.valid_mask(*calib_tokens.shape, exclude_first_token=True),
                         batch_size=8, progress=False)
@@ -218,9 +218,9 @@ def test_events_equal_brute_force(tiny, floor, g, numpy_on_cpu, monkeypatch):
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 @pytest.mark.parametrize("floor", [4.0, 0.0])
 @pytest.mark.parametrize("site", [(1, 5, 3), (0, 0, 7)])  # a valid site, and the excluded first token
-@pytest.mark.parametrize("numpy_on_cpu", [True, False])
-def test_non_finite_taps_fail_closed_in_collect_events(tiny, bad, floor, site, numpy_on_cpu, monkeypatch):
-    monkeypatch.setattr(lat._EventReducer, "NUMPY_ON_CPU", numpy_on_cpu)
+@pytest.mark.parametrize("compiled_on_cpu", [True, False])
+def test_non_finite_taps_fail_closed_in_collect_events(tiny, bad, floor, site, compiled_on_cpu, monkeypatch):
+    monkeypatch.setattr(lat._EventReducer, "COMPILED_ON_CPU", compiled_on_cpu)
     model, tokens, calib_tokens = tiny
     cal = lat.calibrate(model, calib_tokens, lat.valid_mask(*calib_tokens.shape, exclude_first_token=True),
                         batch_size=8, progress=False)

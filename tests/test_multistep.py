@@ -73,6 +73,17 @@ def test_mr_branching_import_leaves_tqdm_enabled():
         assert bar.disable is False
 
 
+def test_mrestimator_is_imported_as_its_numpy_version_while_numba_stays_importable():
+    import subprocess
+    import sys
+
+    code = ("import sys, numba\nfrom avalanche_nb import multistep\nmr = multistep._mrestimator()\n"
+            "assert sys.modules['numba'] is numba\n"
+            "assert not hasattr(sys.modules['mrestimator.coefficients'].sum_1d, 'py_func'), 'numba-compiled sums (fastmath)'\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)  # a fresh mrestimator import
+    assert out.returncode == 0, out.stderr
+
+
 # ----------------------------------------------------------------------------- against mrestimator itself
 
 
