@@ -88,10 +88,18 @@ class _BatchMask:
 
     def __init__(self):
         self._on: dict[torch.device, torch.Tensor] = {}
+        self._flat: np.ndarray | None = None
 
     def set(self, valid: torch.Tensor) -> None:
         """A new batch's mask (dropping the previous batch's copies)."""
         self._on = {valid.device: valid}
+        self._flat = None
+
+    def flat(self) -> np.ndarray:
+        """bool [B * T]: the mask as a numpy array (made once per batch)."""
+        if self._flat is None:
+            self._flat = np.ascontiguousarray(next(iter(self._on.values())).cpu().numpy().reshape(-1))
+        return self._flat
 
     def on(self, device: torch.device) -> torch.Tensor:
         """bool [B, T]: the mask on ``device``."""
@@ -205,9 +213,9 @@ class _EventReducer:
 
     NaN and ±inf are never inside the bounds, so every non-finite value of ``u`` is among the kept
     ones and the finite check runs on those few values instead of on all of ``u``. On CPU the bound
-    test, the gather and the exact test are one compiled pass (``tap_kernel``, a third of the time of
-    the numpy steps it replaced, docs/PROFILE.md); elsewhere torch clamps, compares and
-    gathers, with the events left on the device until the pass ends.
+    test, the gather and the exact test are one compiled pass on torch's own threads (``tap_kernel``,
+    docs/PROFILE.md); elsewhere torch clamps, compares and gathers, with the events left on the device
+    until the pass ends.
 
     The statistics live on ``device`` (where the inputs go); a layer that runs elsewhere (a model split
     by a device map) gets its rows copied to its own device once, on its first batch.
@@ -228,12 +236,11 @@ class _EventReducer:
             self.ref_hi = self.mu + reference_tau * self.scale
             self.ref_lo = self.mu - reference_tau * self.scale
         self.floor, self.ref, self.window = floor, reference_tau, window
-        self._np: dict[int, tuple[np.ndarray, ...]] = {}  # per layer: (lo, hi, mu, scale) as numpy, for the CPU kernel
-        self._kernel = None  # tap_kernel.FloorEvents, made on the first CPU layer (numba imports then)
+        self._test = None  # tap_kernel.FloorTest, made on the first CPU layer (numba imports then)
         self._stats: dict[tuple[int, torch.device], _LayerStats] = {}
         L = calib.n_layers
-        self.site: list[list[torch.Tensor]] = [[] for _ in range(L)]
-        self.z: list[list[torch.Tensor]] = [[] for _ in range(L)]
+        self.site: list[list[torch.Tensor | np.ndarray]] = [[] for _ in range(L)]  # numpy on the compiled path
+        self.z: list[list[torch.Tensor | np.ndarray]] = [[] for _ in range(L)]
         self.ref_pos: list[torch.Tensor | int] = [0] * L  # spikes at reference_tau, on each layer's device
         self.ref_abs: list[torch.Tensor | int] = [0] * L
         self.start = 0
@@ -250,7 +257,7 @@ class _EventReducer:
         return self._stats[key]
 
     def _compiled(self, u: torch.Tensor) -> bool:
-        return u.device.type == "cpu" and self.COMPILED_ON_CPU
+        return u.is_cpu and self.COMPILED_ON_CPU
 
     def ref_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """int64 [L] each: spikes at ``reference_tau`` per layer, ``pos`` and ``abs``."""
@@ -267,31 +274,41 @@ class _EventReducer:
         return clamped, outside
 
     def __call__(self, layer: int, u: torch.Tensor) -> None:
-        u = u.detach().float()
-        st, valid = self.stats(layer, u.device), self.mask.on(u.device)
+        u = u.detach()
+        if u.dtype != torch.float32:
+            u = u.float()
         if self.ref is not None:  # only the g = 1 pass that shapes baseline_profile pays for this
+            st, valid = self.stats(layer, u.device), self.mask.on(u.device)
             above = (u > st.ref_hi).sum(-1)[valid].sum()
             below = (u < st.ref_lo).sum(-1)[valid].sum()
             self.ref_pos[layer] = self.ref_pos[layer] + above
             self.ref_abs[layer] = self.ref_abs[layer] + above + below
-        site, z = (self._events_compiled if self._compiled(u) else self._events_torch)(layer, st, u, valid)
+        if self._compiled(u):
+            site, z = self._events_compiled(layer, u)
+        else:
+            site, z = self._events_torch(layer, self.stats(layer, u.device), u, self.mask.on(u.device))
         self.site[layer].append(site)
         self.z[layer].append(z)
 
-    def _events_compiled(self, layer: int, st: _LayerStats, u: torch.Tensor, valid: torch.Tensor
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._kernel is None:
-            from .tap_kernel import FloorEvents  # numba's import and cache load only where the tap runs
-            self._kernel = FloorEvents(kept=1.0 if self.keep_all else 1 / 16)
-        if layer not in self._np:  # views sharing memory with the statistics when those are on the CPU
-            lo, hi = ((np.full(st.mu.shape, np.inf, np.float32), np.full(st.mu.shape, -np.inf, np.float32))
-                      if self.keep_all else (st.lo.cpu().numpy(), st.hi.cpu().numpy()))  # +inf..-inf: all outside
-            self._np[layer] = lo, hi, st.mu.cpu().numpy(), st.scale.cpu().numpy()
-        site, z, finite = self._kernel(u.numpy().reshape(-1, u.shape[-1]), *self._np[layer], self.floor,
-                                       valid.numpy().reshape(-1))
+    def _floor_test(self):
+        """The compiled test of every layer (numpy statistics on the CPU), made on first use."""
+        if self._test is None:
+            from .tap_kernel import FloorTest  # numba's import and cache load only where the tap runs
+
+            cpu = lambda t: t.cpu().numpy()
+            lo, hi = ((np.full(self.mu.shape, np.inf, np.float32), np.full(self.mu.shape, -np.inf, np.float32))
+                      if self.keep_all else (cpu(self.lo), cpu(self.hi)))  # +inf..-inf: every value tested
+            self._test = FloorTest(lo, hi, cpu(self.mu), cpu(self.scale), self.floor,
+                                   kept=1.0 if self.keep_all else 1 / 16)
+        return self._test
+
+    def _events_compiled(self, layer: int, u: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        test = self._test or self._floor_test()
+        site, z, finite = test(layer, u.contiguous().view(-1, test.d_ff).numpy(), self.mask.flat(),
+                               site0=self.start * self.window, threads=torch.get_num_threads())
         if not finite:
             raise NonFiniteActivationError(f"non-finite values (NaN/inf) in the MLP tap of layer {layer}")
-        return torch.from_numpy(site + self.start * self.window), torch.from_numpy(z)
+        return site, z
 
     def _events_torch(self, layer: int, st: _LayerStats, u: torch.Tensor, valid: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -332,7 +349,13 @@ def collect_events(model: torch.nn.Module, tokens: np.ndarray, valid: np.ndarray
             red.start = start
             red.mask.set(ok.to(device))
             forward_hidden(model, ids.to(device))
-    cat = lambda parts, dt: torch.cat(parts).cpu().numpy().astype(dt) if parts else np.zeros(0, dt)
+    def cat(parts: list, dtype) -> np.ndarray:
+        if not parts:
+            return np.zeros(0, dtype)
+        if isinstance(parts[0], np.ndarray):  # the compiled path's
+            return np.concatenate(parts).astype(dtype, copy=False)
+        return torch.cat(parts).cpu().numpy().astype(dtype, copy=False)
+
     ref_pos, ref_abs = red.ref_counts() if reference_tau is not None else (None, None)
     return EventSet(
         shape=(n, window, calib.n_layers), d_ff=calib.d_ff, valid=valid.copy(), floor=float(z_floor),
