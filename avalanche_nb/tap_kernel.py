@@ -10,18 +10,21 @@ It runs on torch's own OpenMP thread team, entered through libgomp's ``GOMP_para
 ``#pragma omp parallel`` compiles to and what torch's ops call): thread ``t`` of ``n`` takes the
 ``t``-th of ``n`` contiguous blocks of rows, about the part of ``u`` torch's thread ``t`` has just
 written (torch splits an elementwise op into ``n`` contiguous chunks), and the thread that finishes
-last joins the blocks' events in row order, so they are the same events as one thread's. Why torch's team and not a pool of our own:
-between two ops torch's workers spin, waiting for work; a pass on the calling thread alone leaves them
-spinning and, once it outlasts their spin, asleep, and the next op of the forward pass waits for them
-to wake; a second pool competes with them for the cores. Measured in a forward pass, docs/PROFILE.md.
-For the same reason one call does all of a layer's work (bounds, events, joining, the checks), with
-the per-layer arguments prepared once: between ops Python runs slowly beside the spinning workers.
-Where torch's runtime is not GNU OpenMP from torch's own folder (Linux wheels), or with one thread,
-the same compiled function runs on the calling thread.
+last joins the blocks' events in row order, so they are the same events as one thread's.
 
-numba compiles on first use and caches the machine code beside this file (``cache=True``; where that
-folder is read-only, numba's user-wide cache, or the folder named by ``NUMBA_CACHE_DIR``), so a fresh
-kernel process pays the compilation (a few seconds) once per machine, not per phase.
+Why torch's team and not a pool of our own: between two ops torch's workers spin, waiting for work;
+a pass on the calling thread alone leaves them spinning and, once it outlasts their spin, asleep, and
+the next op of the forward pass waits for them to wake; a second pool competes with them for the
+cores (measured in a forward pass, docs/PROFILE.md). For the same reason one call does all of a
+layer's work (bounds, events, joining, the checks), with the per-layer arguments prepared once:
+between ops Python runs slowly beside the spinning workers. Where torch's runtime is not GNU OpenMP
+from torch's own folder (Linux wheels), or with one thread, the same compiled function runs on the
+calling thread.
+
+numba compiles when this module is first imported and caches the machine code beside this file
+(``cache=True``; where that folder is read-only, numba's user-wide cache, or the folder named by
+``NUMBA_CACHE_DIR``), so a fresh kernel process pays the compilation (a few seconds) once per
+machine, not per phase.
 """
 
 from __future__ import annotations
@@ -250,6 +253,8 @@ class FloorTest:
         any row). ``threads``: how many of torch's OpenMP threads share the rows (the events are the
         same for any number).
         """
+        if not 0 <= layer < self.n_layers:
+            raise IndexError(f"FloorTest: layer {layer} out of range for {self.n_layers} layers")
         S = len(u)
         flags = u.flags
         if (u.dtype != np.float32 or u.shape != (S, self.d_ff) or not flags.c_contiguous or not flags.aligned

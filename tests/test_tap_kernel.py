@@ -134,7 +134,8 @@ def test_a_nan_bound_puts_every_value_of_its_neuron_outside():
     # as torch.clamp, whose NaN result never equals u: an inf there is found, not skipped
     u = np.zeros((4, 10), np.float32)
     u[1, 5] = np.inf
-    lo, hi, mu, scale = np.full(10, -3, np.float32), np.full(10, 3, np.float32), np.zeros(10, np.float32), np.ones(10, np.float32)
+    lo, hi = np.full(10, -3, np.float32), np.full(10, 3, np.float32)
+    mu, scale = np.zeros(10, np.float32), np.ones(10, np.float32)
     lo[5] = np.nan
     assert not one_layer(lo, hi, mu, scale, 3.0)(0, u, np.ones(4, bool))[2]
 
@@ -151,6 +152,8 @@ def test_bad_shapes_and_layouts_are_refused_before_raw_memory_is_read():
         test(0, u.astype(np.float64), np.ones(12, bool))
     with pytest.raises(TypeError, match=r"\[S, 20\]"):
         test(0, np.zeros((12, 19), np.float32), np.ones(12, bool))
+    with pytest.raises(IndexError, match="layer -1 out of range"):
+        test(-1, u, np.ones(12, bool))  # would read another layer's statistics
     with pytest.raises(TypeError, match=r"lo must be float32 \[L, F\] like mu \(1, 19\)"):
         FloorTest(zero[None], zero[None], zero[None, :19], one[None], 2.0)
 
