@@ -274,9 +274,7 @@ class _EventReducer:
         return clamped, outside
 
     def __call__(self, layer: int, u: torch.Tensor) -> None:
-        u = u.detach()
-        if u.dtype != torch.float32:
-            u = u.float()
+        u = u.detach().float()  # the tensor itself when it is float32 already
         if self.ref is not None:  # only the g = 1 pass that shapes baseline_profile pays for this
             st, valid = self.stats(layer, u.device), self.mask.on(u.device)
             above = (u > st.ref_hi).sum(-1)[valid].sum()
@@ -303,7 +301,7 @@ class _EventReducer:
         return self._test
 
     def _events_compiled(self, layer: int, u: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        test = self._test or self._floor_test()
+        test = self._floor_test()
         site, z, finite = test(layer, u.contiguous().view(-1, test.d_ff).numpy(), self.mask.flat(),
                                site0=self.start * self.window, threads=torch.get_num_threads())
         if not finite:

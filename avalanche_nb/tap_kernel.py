@@ -264,8 +264,9 @@ class FloorTest:
         team = self._team if threads > 1 and S > 1 else None
         n = min(threads, S) if team is not None else 1
         most = -(-S // n) * self.d_ff  # the most one block can keep: all of its values
-        if self._blocks != n or self._site.size < n * min(max(int(most * self.kept), self.d_ff), most):
-            self._grow(n, n * min(max(int(most * self.kept), self.d_ff), most))
+        first = n * min(max(int(most * self.kept), self.d_ff), most)
+        if self._blocks != n or self._site.size < first:
+            self._grow(n, first)
         a = self._layer_args[layer]
         a[_S], a[_U], a[_VALID], a[_SITE0] = S, u.ctypes.data, valid.ctypes.data, operator.index(site0)
         a[_THREAD_NUM], a[_NUM_THREADS] = (team.thread_num, team.num_threads) if team is not None else (0, 0)
